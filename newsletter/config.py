@@ -1,0 +1,181 @@
+"""`newsletter.yaml` plus the environment: who sends, from where, through what.
+
+Precedence is CLI flag > environment > `newsletter.yaml` > defaults. Secrets (API keys,
+passwords, the token secret) come from the environment only, so a config file can be
+committed and shared.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from newsletter import yamldoc
+from newsletter.errors import ConfigError
+from newsletter.issue import Line, Url
+
+CONFIG_NAME = "newsletter.yaml"
+ProviderName = Literal["outbox", "smtp", "sendgrid"]
+
+
+def _address(value: str) -> str:
+    from newsletter.subscribers import validate_address
+
+    try:
+        return validate_address(value)
+    except ValueError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+
+
+def _https(value: str) -> str:
+    if not value.startswith("https://"):
+        raise ValueError(
+            "must be an https:// URL (mail clients require it for one-click unsubscribe)"
+        )
+    return value.rstrip("/")
+
+
+Address = Annotated[str, AfterValidator(_address)]
+HttpsUrl = Annotated[Url, AfterValidator(_https)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sender(_Model):
+    email: Address
+    name: Line | None = None
+
+
+class Unsubscribe(_Model):
+    url: HttpsUrl | None = None
+    mailto: Address | None = None
+
+
+class SendGridSettings(_Model):
+    category: Line = "newsletter"
+    asm_group_id: int | None = None
+    batch_size: int = Field(default=1000, ge=1, le=1000)
+
+
+class SMTPSettings(_Model):
+    host: Line = "localhost"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    user: Line | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class Settings(_Model):
+    """What `newsletter.yaml` may hold; unknown keys are errors, so typos surface."""
+
+    name: Line
+    from_: Sender = Field(alias="from")
+    reply_to: Address | None = None
+    postal_address: Line
+    web_base_url: Url | None = None
+    list_id: Line | None = None
+    unsubscribe: Unsubscribe = Unsubscribe()
+    provider: ProviderName = "outbox"
+    templates: str | None = None
+    outbox: str = "outbox"
+    state_dir: str = ".newsletter"
+    sendgrid: SendGridSettings = SendGridSettings()
+    smtp: SMTPSettings = SMTPSettings()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings resolved against the workspace directory and the environment."""
+
+    root: Path
+    path: Path
+    settings: Settings
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def templates_dir(self) -> Path | None:
+        return self.root / self.settings.templates if self.settings.templates else None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / self.settings.state_dir
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.root / self.settings.outbox
+
+    @property
+    def issues_dir(self) -> Path:
+        return self.root / "issues"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build"
+
+    @property
+    def unsubscribe_url(self) -> str | None:
+        """The https page that takes a token; defaults to `<web_base_url>/unsubscribe`."""
+        s = self.settings
+        if s.unsubscribe.url:
+            return s.unsubscribe.url
+        if s.web_base_url and s.web_base_url.startswith("https://"):
+            return s.web_base_url.rstrip("/") + "/unsubscribe"
+        return None
+
+    @property
+    def unsubscribe_mailto(self) -> str:
+        s = self.settings
+        return s.unsubscribe.mailto or s.reply_to or s.from_.email
+
+    @property
+    def list_id(self) -> str:
+        """RFC 2919 List-Id: a stable name for the list, under the sender's domain."""
+        s = self.settings
+        if s.list_id:
+            return s.list_id
+        slug = re.sub(r"[^a-z0-9]+", "-", s.name.lower()).strip("-") or "newsletter"
+        return f"{slug}.{s.from_.email.rpartition('@')[2]}"
+
+    def issue_url(self, issue_id: str) -> str | None:
+        base = self.settings.web_base_url
+        return f"{base.rstrip('/')}/{issue_id}.html" if base else None
+
+
+def find_config(start: Path | None = None) -> Path:
+    """The nearest `newsletter.yaml` at or above `start`, as git finds its repository."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_NAME} in {here} or any folder above it; "
+        "run `newsletter init DIR` to make a workspace, or pass --config PATH"
+    )
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config; every problem in it is reported at once."""
+    path = path if path is not None else find_config()
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no such config file; pass --config PATH or run `newsletter init`"
+        )
+    try:
+        settings = yamldoc.load(path).validate(Settings)
+    except yamldoc.ProblemList as exc:
+        raise ConfigError("\n".join(map(str, exc.problems))) from None
+    return Config(
+        root=path.parent.resolve(),
+        path=path,
+        settings=settings,
+        env=dict(os.environ if env is None else env),
+    )

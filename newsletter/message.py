@@ -1,0 +1,216 @@
+"""RFC 5322 messages for SMTP and the outbox, one per subscriber, without re-encoding the issue.
+
+The standard `email` package builds the message's skeleton once per issue: the shared
+headers (RFC 2047-encoded where needed) and the multipart/alternative structure with
+quoted-printable parts. Building a whole `EmailMessage` per subscriber costs ~3 ms, far
+too slow for a list, so each part is quoted-printable-encoded once, split at its slots,
+and per subscriber only the short slot values are encoded and joined in. Every slot sits
+between soft line breaks (`=` at the end of a line), which decode to nothing, so the
+decoded part is exactly the personalised text and every encoded line stays within 76
+characters.
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import email.policy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid
+from urllib.parse import quote
+
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+from newsletter.personalise import Filler, html_values, slot_values
+from newsletter.render import Rendered
+from newsletter.tokens import Signer, signer_from_env
+
+# "\n" line ends (smtplib turns them into CRLF on the wire). Headers are folded only past
+# 998 characters: the stdlib's folding at 78 moves a whole subject onto a continuation
+# line, which some clients show with a leading space.
+_POLICY = email.policy.default.clone(max_line_length=998)
+_QP_LINE = 76
+_MARK_TEXT = "NLTEXTPARTMARK"
+_MARK_HTML = "NLHTMLPARTMARK"
+
+
+class HeaderError(NewsletterError):
+    """A header value that would break out of its header (CR/LF) or cannot be encoded."""
+
+
+def check_header(name: str, value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise HeaderError(f"{name} contains a line break ({value!r}); headers must be one line")
+    return value
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One subscriber as a message needs them: the address and every slot's field."""
+
+    key: str
+    email: str
+    name: str
+    fields: dict[str, str]
+
+    @property
+    def unsubscribe_url(self) -> str:
+        return self.fields.get("unsubscribe_url", "")
+
+
+@dataclass(frozen=True)
+class Headers:
+    """What every copy of the issue shares."""
+
+    from_email: str
+    from_name: str | None
+    subject: str
+    list_id: str
+    list_name: str
+    reply_to: str | None = None
+    unsubscribe_mailto: str | None = None
+
+
+def list_unsubscribe(url: str | None, mailto: str | None, token: str) -> str | None:
+    """RFC 2369: an https URL for one-click (RFC 8058) and a mailto for mail clients."""
+    parts = []
+    if url and url.startswith("https://"):
+        parts.append(f"<{url}>")
+    if mailto:
+        parts.append(f"<mailto:{mailto}?subject={quote('unsubscribe ' + token)}>")
+    return ",\n ".join(parts) or None
+
+
+def _soft_end(encoded: bytes) -> bytes:
+    """End a QP segment with a soft line break, keeping its last line within 76 characters."""
+    head, nl, last = encoded.rpartition(b"\n")
+    if len(last) + 1 > _QP_LINE:
+        cut = _QP_LINE - 1
+        # never split an "=XX" escape
+        while cut > 0 and b"=" in last[max(0, cut - 2) : cut]:
+            cut -= 1
+        last = last[:cut] + b"=\n" + last[cut:]
+    return head + nl + last + b"=\n"
+
+
+def _qp(text: str) -> bytes:
+    return _soft_end(binascii.b2a_qp(text.encode("utf-8"), istext=True))
+
+
+class _EncodedPart:
+    """One part's literals, quoted-printable-encoded once; slots are filled per message."""
+
+    def __init__(self, filler: Filler) -> None:
+        self.literals = [_qp(lit) for lit in filler.literals]
+        self.order = filler.slot_order
+
+    def encode(self, values: Sequence[str]) -> bytes:
+        out = [self.literals[0]]
+        for i, slot in enumerate(self.order, start=1):
+            out.append(_qp(values[slot]))
+            out.append(self.literals[i])
+        return b"".join(out)
+
+
+class MessageBuilder:
+    """Builds the bytes of one subscriber's message; the issue's share is done in __init__."""
+
+    def __init__(self, rendered: Rendered, headers: Headers, *, test: bool = False) -> None:
+        self.rendered = rendered
+        self.headers = headers
+        subject = check_header(
+            "Subject", ("[TEST] " if test else "") + (headers.subject or rendered.subject)
+        )
+        self.domain = headers.from_email.rpartition("@")[2]
+        msg = EmailMessage(policy=_POLICY)
+        msg["From"] = Address(
+            display_name=check_header("From name", headers.from_name or ""),
+            addr_spec=headers.from_email,
+        )
+        if headers.reply_to:
+            msg["Reply-To"] = Address(addr_spec=headers.reply_to)
+        msg["Subject"] = subject
+        msg["List-Id"] = f"{check_header('List name', headers.list_name)} <{headers.list_id}>"
+        msg.set_content(_MARK_TEXT, charset="utf-8", cte="quoted-printable")
+        msg.add_alternative(_MARK_HTML, subtype="html", charset="utf-8", cte="quoted-printable")
+        skeleton = msg.as_bytes(policy=_POLICY)
+        first, rest = re.split(rb"\n" + _MARK_TEXT.encode() + rb"=?\n?", skeleton, maxsplit=1)
+        middle, last = re.split(rb"\n" + _MARK_HTML.encode() + rb"=?\n?", rest, maxsplit=1)
+        self._frame = (first + b"\n", middle + b"\n", last)
+        self._text = _EncodedPart(rendered.text_filler)
+        self._html = _EncodedPart(rendered.html_filler)
+
+    def build(self, recipient: Recipient, *, now: dt.datetime | None = None) -> bytes:
+        """The complete message for one recipient."""
+        raw = slot_values(self.rendered.slots, recipient.fields)
+        per_recipient = [
+            b"To: " + self._to(recipient).encode("utf-8"),
+            b"Date: " + format_datetime(now or dt.datetime.now(dt.UTC)).encode(),
+            b"Message-ID: " + make_msgid(domain=self.domain).encode(),
+        ]
+        token = recipient.fields.get("token", "")
+        unsubscribe = list_unsubscribe(
+            recipient.unsubscribe_url, self.headers.unsubscribe_mailto, token
+        )
+        if unsubscribe:
+            per_recipient.append(b"List-Unsubscribe: " + unsubscribe.encode())
+            if "<https://" in unsubscribe:
+                per_recipient.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+        head, middle, tail = self._frame
+        return b"".join(
+            (
+                b"\n".join(per_recipient),
+                b"\n",
+                head,
+                self._text.encode(raw),
+                middle,
+                self._html.encode(html_values(raw)),
+                tail,
+            )
+        )
+
+    def _to(self, recipient: Recipient) -> str:
+        name = check_header("Name", recipient.name)
+        address = check_header("Address", recipient.email)
+        if not address.isascii():
+            return f"{name} <{address}>" if name else address
+        return formataddr((name, address), charset="utf-8")
+
+
+def headers_for(config: Config) -> Headers:
+    s = config.settings
+    return Headers(
+        from_email=s.from_.email,
+        from_name=s.from_.name or s.name,
+        subject="",
+        list_id=config.list_id,
+        list_name=s.name,
+        reply_to=s.reply_to,
+        unsubscribe_mailto=config.unsubscribe_mailto,
+    )
+
+
+def sample_recipient(config: Config) -> Recipient:
+    """A made-up reader for previews, `render` output and the preflight."""
+    signer = signer_from_env(config.env, config.list_id, allow_local=True)
+    return recipient(config, signer, "reader@example.com", "Reader")
+
+
+def recipient(
+    config: Config, signer: Signer, email: str, name: str, fields: Mapping[str, str] | None = None
+) -> Recipient:
+    """A subscriber's slot values: their columns, name, address and signed unsubscribe link."""
+    token = signer.token(email)
+    base = config.unsubscribe_url
+    url = (
+        signer.url(base, email)
+        if base
+        else f"mailto:{config.unsubscribe_mailto}?subject={quote('unsubscribe ' + token)}"
+    )
+    values = dict(fields or {})
+    values.update(email=email, name=name, unsubscribe_url=url, token=token)
+    return Recipient(key=email.casefold(), email=email, name=name, fields=values)

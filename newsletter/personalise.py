@@ -1,0 +1,104 @@
+"""Per-subscriber parts filled into the once-rendered, once-inlined issue.
+
+Templates are rendered one time per issue with *slots* where a subscriber's value
+goes (`{{ subscriber.name }}`, `{{ unsubscribe_url }}`). A slot is an opaque token of
+letters and digits with a random nonce, so it survives premailer's URL handling and
+the editor's text can never forge one. Filling a slot is a list join, not a render:
+the HTML part gets HTML-escaped values, the text part gets them as they are.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from markupsafe import Markup
+
+#: Fields every subscriber has; anything else must be a column of the subscriber list.
+BUILTIN_FIELDS = ("email", "name", "unsubscribe_url")
+
+
+@dataclass(frozen=True)
+class Slot:
+    field: str
+    fallback: str
+
+
+class Slots:
+    """Hands templates a token per (field, fallback) and remembers which were asked for."""
+
+    def __init__(self, nonce: str | None = None) -> None:
+        self.nonce = nonce or secrets.token_hex(6)
+        self.slots: list[Slot] = []
+        self._index: dict[Slot, int] = {}
+
+    def token(self, field: str, fallback: str = "", part: str = "h") -> str:
+        slot = Slot(field, fallback)
+        if slot not in self._index:
+            self._index[slot] = len(self.slots)
+            self.slots.append(slot)
+        return f"nl{self.nonce}{part}{self._index[slot]}x"
+
+    def pattern(self, part: str) -> re.Pattern[str]:
+        return re.compile(f"(nl{self.nonce}{part}\\d+x)")
+
+    def fields(self) -> set[str]:
+        return {s.field for s in self.slots}
+
+
+class SubscriberView:
+    """What `subscriber` is inside a template: attribute access yields a slot."""
+
+    def __init__(self, slots: Slots, part: str) -> None:
+        self._slots = slots
+        self._part = part
+
+    def get(self, field: str, fallback: str = "") -> Markup:
+        return Markup(self._slots.token(field, str(fallback), self._part))
+
+    def __getattr__(self, field: str) -> Markup:
+        if field.startswith("_"):
+            raise AttributeError(field)
+        return self.get(field)
+
+    def __getitem__(self, field: str) -> Markup:
+        return self.get(field)
+
+
+class Filler:
+    """One part (HTML or text) split at its slots, ready to be joined per subscriber."""
+
+    def __init__(self, rendered: str, slots: Slots, part: str, escape: bool) -> None:
+        self.chunks = slots.pattern(part).split(rendered)
+        prefix = f"nl{slots.nonce}{part}"
+        self.positions = [
+            (i, int(self.chunks[i][len(prefix) : -1])) for i in range(1, len(self.chunks), 2)
+        ]
+        self.escape = escape
+
+    def fill(self, values: Sequence[str]) -> str:
+        chunks = self.chunks.copy()
+        for pos, slot in self.positions:
+            chunks[pos] = values[slot]
+        return "".join(chunks)
+
+    @property
+    def literals(self) -> list[str]:
+        """The text between slots; the message builder encodes these once."""
+        return self.chunks[0::2]
+
+    @property
+    def slot_order(self) -> list[int]:
+        return [slot for _, slot in self.positions]
+
+
+def slot_values(slots: Slots, fields: Mapping[str, str]) -> list[str]:
+    """The raw value of each slot for one subscriber, falling back where a field is empty."""
+    return [fields.get(s.field) or s.fallback for s in slots.slots]
+
+
+def html_values(raw: Sequence[str]) -> list[str]:
+    return [html.escape(v, quote=True) for v in raw]

@@ -1,0 +1,82 @@
+"""Signed unsubscribe tokens: a link in one reader's mail works for that reader only.
+
+A token is `<address>.<mac>` in URL-safe base64, the MAC an HMAC-SHA256 over the list id
+and the address under `NEWSLETTER_SECRET`. It needs no database to check, cannot be moved
+to another address or list, and is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from newsletter.errors import ConfigError, NewsletterError
+
+SECRET_ENV = "NEWSLETTER_SECRET"
+#: Used when no secret is set, for the outbox and dry-runs only; never for real mail.
+LOCAL_SECRET = "local-outbox-and-dry-run-only"
+_MAC_BYTES = 16
+
+
+class TokenError(NewsletterError):
+    pass
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Signer:
+    """Makes and checks tokens for one list under one secret."""
+
+    def __init__(self, secret: str, list_id: str) -> None:
+        if len(secret) < 16:
+            raise ConfigError(f"{SECRET_ENV} is too short; use at least 16 random characters")
+        self._key = hmac.new(secret.encode(), list_id.encode(), hashlib.sha256).digest()
+        self.local = secret == LOCAL_SECRET
+
+    def _mac(self, address: str) -> bytes:
+        return hmac.new(self._key, address.casefold().encode(), hashlib.sha256).digest()[
+            :_MAC_BYTES
+        ]
+
+    def token(self, address: str) -> str:
+        return f"{_b64(address.encode())}.{_b64(self._mac(address))}"
+
+    def verify(self, token: str) -> str:
+        """The address a token was made for; `TokenError` if it was not made by us for this list."""
+        head, dot, tail = token.strip().partition(".")
+        try:
+            address = _unb64(head).decode("utf-8")
+            mac = _unb64(tail)
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise TokenError("this unsubscribe token is malformed") from None
+        if not dot or not address or not hmac.compare_digest(mac, self._mac(address)):
+            raise TokenError("this unsubscribe token is not valid for this list")
+        return address
+
+    def url(self, base: str, address: str) -> str:
+        joiner = "&" if "?" in base else "?"
+        return f"{base}{joiner}token={quote(self.token(address), safe='.-_')}"
+
+
+def signer_from_env(env: Mapping[str, str] | None, list_id: str, *, allow_local: bool) -> Signer:
+    """The signer for a send: real sends need the secret; the outbox may use a marked local one."""
+    secret = (env or {}).get(SECRET_ENV, "")
+    if not secret:
+        if not allow_local:
+            raise ConfigError(
+                f"{SECRET_ENV} is not set; unsubscribe links must be signed for real mail. "
+                "Set it to a long random value, e.g. "
+                f"`export {SECRET_ENV}=$(openssl rand -hex 32)`, and keep it the same across sends"
+            )
+        secret = LOCAL_SECRET
+    return Signer(secret, list_id)

@@ -1,0 +1,190 @@
+"""Rendering: every word of the issue arrives, escaped, inlined, within email's rules."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import load_config
+from newsletter.errors import TemplateError
+from newsletter.issue import load_issue
+from newsletter.message import sample_recipient
+from newsletter.render import GMAIL_CLIP_BYTES, render_issue
+from tests.workspace import MINIMAL_ISSUE, SAMPLE, make_workspace, write_issue
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path / "ws")
+
+
+def personalised(ws: Path, issue_path: Path, **fields: str) -> tuple[str, str]:
+    config = load_config(ws / "newsletter.yaml")
+    rendered = render_issue(load_issue(issue_path), config)
+    values = sample_recipient(config).fields | fields
+    return rendered.personalise(values)
+
+
+def test_sample_issue_html_has_every_headline_and_summary(ws: Path) -> None:
+    issue = load_issue(ws / SAMPLE)
+    page, text = personalised(ws, ws / SAMPLE)
+    for article in issue.articles:
+        assert html.escape(article.headline, quote=False) in page
+        assert html.escape(article.summary, quote=False) in page
+        assert f'href="{article.url}"' in page
+        assert article.headline in " ".join(text.split())
+        assert article.summary in " ".join(text.split())
+        assert f"Read More: {article.url}" in text
+
+
+def test_html_is_a_real_email_layout(ws: Path) -> None:
+    page, _ = personalised(ws, ws / SAMPLE)
+    assert page.startswith("<!DOCTYPE html>")
+    assert '<html lang="en"' in page
+    assert '<meta charset="utf-8">' in page
+    assert 'role="presentation"' in page
+    assert 'width="600"' in page and "max-width:600px" in page
+    assert re.search(r'<div class="preheader" style="display:none[^"]*">Slave-like labour', page)
+    assert "The Weekly Brief, 1 Example Street" in page
+    assert re.search(
+        r'<a href="https://brief.example.org/unsubscribe\?token=[\w.-]+"[^>]*>Unsubscribe', page
+    )
+    assert 'href="https://brief.example.org/2025-08-01-north-korea.html"' in page
+
+
+def test_no_layout_rule_lives_only_in_style(ws: Path) -> None:
+    page, _ = personalised(ws, ws / SAMPLE)
+    styles = re.findall(r"<style[^>]*>(.*?)</style>", page, re.S)
+    assert styles, "the media queries must stay in <head>"
+    for block in styles:
+        outside_media = re.sub(r"@media[^{]*\{(?:[^{}]*\{[^{}]*\})*\s*\}", "", block).strip()
+        assert outside_media == ""
+    assert "prefers-color-scheme: dark" in page
+    assert "max-width: 620px" in page
+    # the rules themselves are inlined
+    assert re.search(r'<h1 class="title" style=\'[^\']*font-size:30px', page)
+    assert re.search(
+        r'<a class="button" href="[^"]+" [^>]*style="[^"]*background-color:#1d5fa8', page
+    )
+
+
+def test_editor_text_is_escaped_not_executed(ws: Path) -> None:
+    path = write_issue(
+        ws,
+        "2025-08-08-xss.yaml",
+        MINIMAL_ISSUE.replace(
+            "summary: Something",
+            "summary: <script>alert(1)</script> {{ 7 * 7 }} {% if x %} Something",
+        ).replace("headline: First story", 'headline: "<b>Bold</b> & {{ config }}"'),
+    )
+    page, text = personalised(ws, path)
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;Bold&lt;/b&gt; &amp; {{ config }}" in page
+    assert "{{ 7 * 7 }} {% if x %}" in page and "49" not in page
+    assert "<script>alert(1)</script> {{ 7 * 7 }}" in text  # plain text is not HTML
+
+
+def test_markdown_renders_to_html_and_text(ws: Path) -> None:
+    path = write_issue(ws, "2025-08-08-md.yaml", MINIMAL_ISSUE)
+    page, text = personalised(ws, path)
+    assert "<strong" in page and ">important</strong>" in page
+    assert re.search(r'<a href="https://news.example.net/a"[^>]*>the source</a>', page)
+    assert "Something *important* happened, says the source (https://news.example.net/a)." in (
+        " ".join(text.split())
+    )
+
+
+def test_javascript_links_in_markdown_are_not_links(ws: Path) -> None:
+    path = write_issue(
+        ws,
+        "2025-08-08-js.yaml",
+        MINIMAL_ISSUE.replace(
+            "[the source](https://news.example.net/a)", "[bad](javascript:alert(1))"
+        ),
+    )
+    page, _ = personalised(ws, path)
+    assert "javascript:" not in page.split("</head>")[1].replace("[bad](javascript:alert(1))", "")
+
+
+def test_text_part_is_wrapped_and_lists_links_in_full(ws: Path) -> None:
+    _, text = personalised(ws, ws / SAMPLE)
+    long_lines = [line for line in text.splitlines() if len(line) > 78 and "http" not in line]
+    assert long_lines == []
+    assert max(len(line) for line in text.splitlines() if "http" not in line) >= 60
+    assert re.search(
+        r"^Unsubscribe: https://brief.example.org/unsubscribe\?token=[\w.-]+$", text, re.M
+    )
+
+
+def test_personal_values_are_escaped_in_html_only(ws: Path) -> None:
+    page, text = personalised(
+        ws,
+        ws / SAMPLE,
+        name='Ann <b>"&"</b>',
+        unsubscribe_url="https://brief.example.org/unsubscribe?token=a&b",
+    )
+    assert "Hi Ann &lt;b&gt;&quot;&amp;&quot;&lt;/b&gt;," in page
+    assert 'href="https://brief.example.org/unsubscribe?token=a&amp;b"' in page
+    assert 'Hi Ann <b>"&"</b>,' in text
+    assert "Unsubscribe: https://brief.example.org/unsubscribe?token=a&b" in text
+
+
+def test_name_falls_back_when_empty(ws: Path) -> None:
+    page, text = personalised(ws, ws / SAMPLE, name="")
+    assert "Hi there," in page and "Hi there," in text
+
+
+def test_slots_survive_premailer_and_editor_cannot_forge_them(ws: Path) -> None:
+    config = load_config(ws / "newsletter.yaml")
+    rendered = render_issue(load_issue(ws / SAMPLE), config)
+    token = rendered.slots.token("unsubscribe_url", "", "h")
+    assert f'href="{token}"' in rendered.html  # premailer left the href alone
+    # A slot's name has a random nonce: another render, another name.
+    assert render_issue(load_issue(ws / SAMPLE), config).slots.nonce != rendered.slots.nonce
+
+
+def test_templates_can_be_overridden_one_file_at_a_time(ws: Path) -> None:
+    custom = ws / "my-templates"
+    custom.mkdir()
+    (custom / "email.txt").write_text(
+        "{{ issue.title }} for {{ subscriber.name }}\n"
+        "{{ unsubscribe_url }} {{ newsletter.postal_address }}\n"
+    )
+    config = load_config(ws / "newsletter.yaml")
+    rendered = render_issue(load_issue(ws / SAMPLE), config, custom)
+    _, text = rendered.personalise({"name": "Ann", "unsubscribe_url": "https://u.example/x"})
+    assert text.startswith("North Korea for Ann\nhttps://u.example/x")
+    assert "<html" in rendered.html  # the HTML still comes from the defaults
+
+
+def test_template_errors_are_clear(ws: Path) -> None:
+    custom = ws / "broken"
+    custom.mkdir()
+    (custom / "email.txt").write_text("line one\n{% for x in %}\n")
+    config = load_config(ws / "newsletter.yaml")
+    with pytest.raises(TemplateError, match=r"email.txt:2: "):
+        render_issue(load_issue(ws / SAMPLE), config, custom)
+    (custom / "email.txt").write_text("{{ issue.no_such_field }}\n")
+    with pytest.raises(TemplateError, match=r"email\.txt: .*no_such_field"):
+        render_issue(load_issue(ws / SAMPLE), config, custom)
+    with pytest.raises(TemplateError, match="no such templates folder"):
+        render_issue(load_issue(ws / SAMPLE), config, ws / "nope")
+
+
+def test_an_issue_over_gmails_limit_gets_a_warning(ws: Path) -> None:
+    article = """\
+  - headline: Story {i}
+    summary: {text}
+    url: https://news.example.net/{i}
+"""
+    body = "".join(article.format(i=i, text="word " * 400) for i in range(60))
+    path = write_issue(ws, "2025-08-08-big.yaml", "title: Big one\narticles:\n" + body)
+    rendered = render_issue(load_issue(path), load_config(ws / "newsletter.yaml"))
+    assert rendered.html_bytes > GMAIL_CLIP_BYTES
+    assert len(rendered.warnings) == 1 and "Gmail clips" in rendered.warnings[0]
+    small = render_issue(load_issue(ws / SAMPLE), load_config(ws / "newsletter.yaml"))
+    assert small.warnings == []
