@@ -7,10 +7,11 @@ in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from newsletter.config import Config
+    from newsletter.send import Report
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="newsletter",
@@ -180,6 +184,196 @@ def preview(
             import webbrowser
 
             webbrowser.open(result.html.resolve().as_uri())
+
+
+@app.command()
+def send(
+    issue: IssueArg,
+    to: Annotated[
+        Path | None, typer.Option("--to", help="The subscriber list (CSV).", show_default=False)
+    ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option("--provider", "-p", help="outbox, smtp or sendgrid [default: from config]."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Send nothing; show who would get what.")
+    ] = False,
+    test_to: Annotated[
+        str | None, typer.Option("--test-to", help="Send one copy, marked [TEST], to ADDRESS.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Only subscribers with this tag (repeatable).")
+    ] = None,
+    retry_unknown: Annotated[
+        bool,
+        typer.Option("--retry-unknown", help="Also resend to recipients whose outcome is unknown."),
+    ] = False,
+    sandbox: Annotated[
+        bool,
+        typer.Option("--sandbox", help="SendGrid validates every request and delivers nothing."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="List every skipped row.")
+    ] = False,
+    templates: TemplatesOpt = None,
+) -> None:
+    """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
+    with _errors():
+        from newsletter.errors import UsageError
+        from newsletter.providers import NAMES
+        from newsletter.send import SendOptions, SendStopped, send_issue, send_test
+        from newsletter.send import dry_run as plan
+
+        config = _config()
+        name = provider or config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider
+        if name not in NAMES:
+            raise UsageError(f"--provider {name!r}: choose one of {', '.join(NAMES)}")
+        options = SendOptions(
+            provider=name,
+            tags=tuple(tag or ()),
+            templates=templates,
+            retry_unknown=retry_unknown,
+            sandbox=sandbox,
+        )
+        if test_to:
+            _print_report(send_test(config, issue, test_to, options), as_json, verbose)
+            return
+        if to is None:
+            raise UsageError("give the subscriber list with --to LIST.csv (or --test-to ADDRESS)")
+        if dry_run:
+            _print_report(plan(config, issue, to, options), as_json, verbose)
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError("a real send asks for confirmation; without a terminal, add --yes")
+            preview = plan(config, issue, to, options, previews=0)
+            _print_report(preview, False, False)
+            what = "validate" if sandbox else "send"
+            if not typer.confirm(
+                f"{what.capitalize()} {preview.subject!r} to {preview.to_send} recipients "
+                f"via {name}?",
+                default=False,
+            ):
+                raise typer.Exit(int(ExitCode.ERROR))
+        try:
+            report = _with_progress(
+                lambda progress: send_issue(config, issue, to, options, on_progress=progress),
+                enabled=not as_json,
+            )
+        except SendStopped as exc:
+            _print_report(exc.report, as_json, verbose)
+            raise
+        _print_report(report, as_json, verbose)
+
+
+def _with_progress(run: Callable[[Callable[[int, int | None], None]], T], enabled: bool) -> T:
+    """A rich progress bar (sent/total, rate, ETA) on stderr while `run` sends."""
+    if not enabled:
+        return run(lambda done, total: None)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class Rate(TextColumn):
+        def __init__(self) -> None:
+            super().__init__("")
+
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f}/s" if speed else "")
+
+    columns = (
+        TextColumn("sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task("send", total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=max(total or 0, done) or None)
+
+        return run(update)
+
+
+def _print_report(report: Report, as_json: bool, verbose: bool) -> None:
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
+        return
+    from rich.table import Table
+
+    out = _console()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    kind = (
+        "dry run"
+        if report.dry_run
+        else ("sandbox (nothing delivered)" if report.sandbox else "send")
+    )
+    table.add_row("Issue", f"{report.issue} ({kind})")
+    table.add_row("Subject", report.subject)
+    where = f" -> {report.outbox}" if report.outbox else ""
+    table.add_row("Provider", report.provider + where)
+    table.add_row("List", f"{report.list_path}: {report.rows} rows, {report.recipients} recipients")
+    if report.dry_run:
+        table.add_row("Would send", f"{report.to_send} in {report.batches} batches")
+    else:
+        table.add_row(
+            "Sent",
+            f"{report.sent} in {report.batches} requests"
+            + (f" ({report.retries} retried)" if report.retries else "")
+            + (f", {report.sent / report.seconds:,.0f}/s" if report.seconds > 0 else ""),
+        )
+    extra = {
+        "already sent": report.already_sent,
+        "outcome unknown before (use --retry-unknown)": report.unknown_before,
+        "refused before": report.rejected_before,
+        "outcome unknown now": report.unknown,
+        "failed (not sent)": report.failed,
+        "refused by the server": report.rejected,
+    }
+    for label, count in extra.items():
+        if count:
+            table.add_row("", f"{count} {label}")
+    if report.skipped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in report.skipped.most_common())
+        table.add_row("Skipped", f"{sum(report.skipped.values())} rows: {reasons}")
+        if report.skipped_file:
+            table.add_row(
+                "",
+                f"every skipped row: {_show(Path(report.skipped_file))}"
+                + ("" if verbose else " (or --verbose)"),
+            )
+    for path in report.previews:
+        table.add_row("Preview", _show(Path(path)))
+    out.print(table)
+    if verbose:
+        for row in report.skipped_rows:
+            out.print(
+                f"  line {row.line}: {row.email or '(empty)'}: {row.reason.value}: {row.detail}"
+            )
+    err = _console(stderr=True)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    if report.outbox and report.sent and not report.dry_run:
+        out.print(
+            f"[green]Mail landed in {_show(Path(report.outbox))}/new/[/green] "
+            "(a Maildir: open it with any mail client)"
+        )
 
 
 def _show(path: Path) -> str:

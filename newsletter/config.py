@@ -179,3 +179,73 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         settings=settings,
         env=dict(os.environ if env is None else env),
     )
+
+
+DEFAULT_SENDGRID_HOST = "https://api.sendgrid.com"
+_SMTP_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
+
+
+@dataclass(frozen=True)
+class SMTPServer:
+    """Where and how to reach the SMTP server, settled from config and environment."""
+
+    host: str
+    port: int
+    security: str
+    user: str | None
+    password: str | None = field(repr=False)
+    timeout: float
+
+
+@dataclass(frozen=True)
+class SendGridAccount:
+    api_key: str = field(repr=False)
+    host: str
+
+
+def smtp_server(config: Config, host: str | None = None, port: int | None = None) -> SMTPServer:
+    """CLI flag > environment > `smtp:` in newsletter.yaml > defaults."""
+    env, s = config.env, config.settings.smtp
+    security = env.get("SMTP_SECURITY") or s.security
+    if security not in _SMTP_PORTS:
+        raise ConfigError(f"SMTP_SECURITY is {security!r}; use starttls, ssl or none")
+    raw_port = port or env.get("SMTP_PORT") or s.port or _SMTP_PORTS[security]
+    try:
+        number = int(raw_port)
+    except ValueError:
+        raise ConfigError(f"SMTP_PORT is {raw_port!r}; it must be a port number") from None
+    return SMTPServer(
+        host=host or env.get("SMTP_HOST") or s.host,
+        port=number,
+        security=security,
+        user=env.get("SMTP_USER") or s.user,
+        password=env.get("SMTP_PASSWORD") or None,
+        timeout=s.timeout,
+    )
+
+
+def sendgrid_account(config: Config) -> SendGridAccount:
+    key = config.env.get("SENDGRID_API_KEY", "").strip()
+    if not key:
+        raise ConfigError(
+            "SENDGRID_API_KEY is not set; create a key with the Mail Send permission in "
+            "SendGrid (Settings > API Keys) and export it, or use --provider outbox"
+        )
+    host = config.env.get("SENDGRID_API_HOST", "").strip() or DEFAULT_SENDGRID_HOST
+    if not host.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"SENDGRID_API_HOST is {host!r}; give a URL such as {DEFAULT_SENDGRID_HOST}"
+        )
+    return SendGridAccount(api_key=key, host=host.rstrip("/"))
+
+
+def secrets(config: Config) -> list[str]:
+    """Every secret this process knows, so that error text can be scrubbed of them."""
+    names = ("SENDGRID_API_KEY", "SMTP_PASSWORD", "NEWSLETTER_SECRET")
+    return [v for n in names if len(v := config.env.get(n, "")) >= 4]
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text

@@ -75,14 +75,16 @@ class Headers:
     unsubscribe_mailto: str | None = None
 
 
-def list_unsubscribe(url: str | None, mailto: str | None, token: str) -> str | None:
+def list_unsubscribe(
+    url: str | None, mailto: str | None, token: str, *, fold: bool = True
+) -> str | None:
     """RFC 2369: an https URL for one-click (RFC 8058) and a mailto for mail clients."""
     parts = []
     if url and url.startswith("https://"):
         parts.append(f"<{url}>")
     if mailto:
         parts.append(f"<mailto:{mailto}?subject={quote('unsubscribe ' + token)}>")
-    return ",\n ".join(parts) or None
+    return (",\n " if fold else ", ").join(parts) or None
 
 
 def _soft_end(encoded: bytes) -> bytes:
@@ -144,13 +146,18 @@ class MessageBuilder:
         self._text = _EncodedPart(rendered.text_filler)
         self._html = _EncodedPart(rendered.html_filler)
 
-    def build(self, recipient: Recipient, *, now: dt.datetime | None = None) -> bytes:
+    def message_id(self) -> str:
+        return make_msgid(domain=self.domain)
+
+    def build(
+        self, recipient: Recipient, *, message_id: str | None = None, now: dt.datetime | None = None
+    ) -> bytes:
         """The complete message for one recipient."""
         raw = slot_values(self.rendered.slots, recipient.fields)
         per_recipient = [
             b"To: " + self._to(recipient).encode("utf-8"),
             b"Date: " + format_datetime(now or dt.datetime.now(dt.UTC)).encode(),
-            b"Message-ID: " + make_msgid(domain=self.domain).encode(),
+            b"Message-ID: " + (message_id or self.message_id()).encode(),
         ]
         token = recipient.fields.get("token", "")
         unsubscribe = list_unsubscribe(

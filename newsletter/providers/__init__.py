@@ -1,0 +1,55 @@
+"""Where mail goes: one small interface, one module per provider.
+
+A provider takes a batch of recipients of one campaign and either returns a `Sent` (the
+batch was accepted, maybe minus some refused recipients) or raises one of
+`TransientProviderError` (nothing was accepted; worth retrying), `UnknownOutcomeError`
+(the request left but no answer came) or `PermanentProviderError` (stop and fix
+something). Retrying, backing off and recording are the send loop's job, not theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from newsletter.campaign import Campaign
+    from newsletter.message import Recipient
+
+NAMES = ("outbox", "smtp", "sendgrid")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The provider took the batch: its id for it, and any recipient it refused for good."""
+
+    provider_id: str | None
+    rejected: Mapping[str, str] = field(default_factory=dict)  # key -> reason
+
+
+class Provider(Protocol):
+    name: str
+    #: Recipients per request: SendGrid takes up to 1000; SMTP and the outbox one message each.
+    batch_size: int
+
+    def send(self, batch: Sequence[Recipient]) -> Sent: ...
+
+    def close(self) -> None: ...
+
+
+def open_provider(name: str, campaign: Campaign, *, sandbox: bool = False) -> Provider:
+    """The provider `name`, configured from the campaign's config and environment."""
+    if name == "outbox":
+        from newsletter.providers.outbox import Outbox
+
+        return Outbox(campaign)
+    if name == "smtp":
+        from newsletter.providers.smtp import SMTPProvider
+
+        return SMTPProvider(campaign)
+    if name == "sendgrid":
+        from newsletter.providers.sendgrid import SendGridProvider
+
+        return SendGridProvider(campaign, sandbox=sandbox)
+    raise ValueError(f"unknown provider {name!r}")

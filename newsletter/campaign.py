@@ -1,0 +1,63 @@
+"""One issue on its way to one list: everything that is worked out once per send."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from newsletter.config import Config
+from newsletter.issue import Issue, load_issue
+from newsletter.message import Headers, MessageBuilder, Recipient, headers_for, recipient
+from newsletter.personalise import BUILTIN_FIELDS
+from newsletter.render import Rendered, render_issue
+from newsletter.tokens import Signer, signer_from_env
+
+
+@dataclass
+class Campaign:
+    config: Config
+    issue_path: Path
+    issue: Issue
+    rendered: Rendered
+    signer: Signer
+    templates: Path | None = None
+    test: bool = False
+    headers: Headers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.headers = headers_for(self.config)
+
+    @cached_property
+    def builder(self) -> MessageBuilder:
+        return MessageBuilder(self.rendered, self.headers, test=self.test)
+
+    @property
+    def subject(self) -> str:
+        return ("[TEST] " if self.test else "") + self.rendered.subject
+
+    def recipient(
+        self, email: str, name: str, fields: Mapping[str, str] | None = None
+    ) -> Recipient:
+        return recipient(self.config, self.signer, email, name, fields)
+
+    def missing_fields(self, columns: list[str]) -> list[str]:
+        """Slots the templates use that neither we nor the list's columns can fill."""
+        known = {*BUILTIN_FIELDS, "token", *columns}
+        return sorted(f for f in self.rendered.slots.fields() if f not in known)
+
+
+def prepare(
+    config: Config,
+    issue_path: Path,
+    *,
+    templates: Path | None = None,
+    allow_local_secret: bool,
+    test: bool = False,
+) -> Campaign:
+    """Load, render and inline the issue once; settle the signer for unsubscribe links."""
+    issue = load_issue(issue_path)
+    rendered = render_issue(issue, config, templates)
+    signer = signer_from_env(config.env, config.list_id, allow_local=allow_local_secret)
+    return Campaign(config, issue_path, issue, rendered, signer, templates, test)

@@ -1,0 +1,49 @@
+"""The local outbox: every message as a file in a Maildir that any mail client opens.
+
+The default provider when nothing is configured, so the whole flow runs with no account.
+`mailbox.Maildir` writes each message under tmp/ and renames it into new/, so a reader
+never sees half a message.
+"""
+
+from __future__ import annotations
+
+import mailbox
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from newsletter.errors import PermanentProviderError
+from newsletter.providers import Sent
+
+if TYPE_CHECKING:
+    from newsletter.campaign import Campaign
+    from newsletter.message import Recipient
+
+
+class Outbox:
+    name = "outbox"
+    batch_size = 1
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.path = campaign.config.outbox_dir
+        self.builder = campaign.builder
+        try:
+            self.box = mailbox.Maildir(self.path, factory=None, create=True)
+        except OSError as exc:
+            raise PermanentProviderError(
+                f"cannot open the outbox {self.path}: {exc.strerror}; fix `outbox:` in "
+                "newsletter.yaml or the folder's permissions"
+            ) from None
+
+    def send(self, batch: Sequence[Recipient]) -> Sent:
+        keys = []
+        for recipient in batch:
+            try:
+                keys.append(self.box.add(self.builder.build(recipient)))
+            except OSError as exc:
+                raise PermanentProviderError(
+                    f"cannot write to the outbox {self.path}: {exc.strerror}"
+                ) from None
+        return Sent(provider_id=",".join(keys))
+
+    def close(self) -> None:
+        self.box.close()

@@ -1,0 +1,206 @@
+"""SendGrid's v3 mail send, through the `sendgrid` library, up to 1000 recipients a request.
+
+The issue's HTML and text go once per request; each recipient is a personalization with
+its slots as substitutions (HTML-escaped values for the HTML part's slots, raw ones for
+the text part's) and its own List-Unsubscribe header. `build_payload` is pure; `send`
+is the single network call.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import time
+import urllib.error
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from newsletter.config import redact, secrets, sendgrid_account
+from newsletter.errors import (
+    PermanentProviderError,
+    TransientProviderError,
+    UnknownOutcomeError,
+)
+from newsletter.message import list_unsubscribe
+from newsletter.personalise import html_values, slot_values
+from newsletter.providers import Sent
+
+if TYPE_CHECKING:
+    from newsletter.campaign import Campaign
+    from newsletter.message import Recipient
+
+TIMEOUT = 60.0
+_FIX = {
+    400: "fix the request as SendGrid says",
+    401: "the API key is wrong or revoked: check SENDGRID_API_KEY",
+    403: "the key lacks the Mail Send permission, or the from address is not a verified "
+    "sender: check both in SendGrid",
+    413: "the request is too large: lower `sendgrid.batch_size` in newsletter.yaml",
+}
+
+
+class PayloadBuilder:
+    """The parts of every request that are the same, built once per campaign."""
+
+    def __init__(self, campaign: Campaign, *, sandbox: bool = False) -> None:
+        c, h, r = campaign.config, campaign.headers, campaign.rendered
+        self.campaign = campaign
+        self.slots = r.slots
+        self.tokens = [
+            (r.slots.token(s.field, s.fallback, "h"), r.slots.token(s.field, s.fallback, "t"))
+            for s in r.slots.slots
+        ]
+        sender: dict[str, str] = {"email": h.from_email}
+        if h.from_name:
+            sender["name"] = h.from_name
+        base: dict[str, Any] = {
+            "from": sender,
+            "subject": campaign.subject,
+            "content": [
+                {"type": "text/plain", "value": r.text},
+                {"type": "text/html", "value": r.html},
+            ],
+            "headers": {"List-Id": f"{h.list_name} <{h.list_id}>"},
+            "categories": [c.settings.sendgrid.category],
+            "custom_args": {"issue": campaign.issue.id, "list": h.list_id},
+        }
+        if h.reply_to:
+            base["reply_to"] = {"email": h.reply_to}
+        if c.settings.sendgrid.asm_group_id is not None:
+            base["asm"] = {"group_id": c.settings.sendgrid.asm_group_id}
+        if sandbox:
+            base["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        self.base = base
+        self.unsubscribe_mailto = h.unsubscribe_mailto
+
+    def personalization(self, recipient: Recipient) -> dict[str, Any]:
+        raw = slot_values(self.slots, recipient.fields)
+        escaped = html_values(raw)
+        substitutions = {}
+        for (html_token, text_token), value, safe in zip(self.tokens, raw, escaped, strict=True):
+            substitutions[html_token] = safe
+            substitutions[text_token] = value
+        to = {"email": recipient.email}
+        if recipient.name:
+            to["name"] = recipient.name
+        item: dict[str, Any] = {"to": [to], "substitutions": substitutions}
+        unsubscribe = list_unsubscribe(
+            recipient.unsubscribe_url,
+            self.unsubscribe_mailto,
+            recipient.fields.get("token", ""),
+            fold=False,
+        )
+        if unsubscribe:
+            headers = {"List-Unsubscribe": unsubscribe}
+            if "<https://" in unsubscribe:
+                headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            item["headers"] = headers
+        return item
+
+    def payload(self, batch: Sequence[Recipient]) -> dict[str, Any]:
+        payload = dict(self.base)
+        payload["personalizations"] = [self.personalization(r) for r in batch]
+        return payload
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait, from Retry-After or SendGrid's X-RateLimit-Reset (epoch seconds)."""
+    if headers is None:
+        return None
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - time.time())
+        except ValueError:
+            return None
+    return None
+
+
+def _errors(body: bytes | str | None) -> str:
+    """SendGrid's `errors[].message` (and field), shortened, or the raw body."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    try:
+        errors = json.loads(text).get("errors") or []
+        parts = [
+            (f"{e.get('field')}: " if e.get("field") else "") + str(e.get("message", ""))
+            for e in errors[:3]
+        ]
+        return "; ".join(parts) or text[:300]
+    except (ValueError, AttributeError):
+        return " ".join(text.split())[:300]
+
+
+class SendGridProvider:
+    name = "sendgrid"
+
+    def __init__(self, campaign: Campaign, *, sandbox: bool = False) -> None:
+        from sendgrid import SendGridAPIClient  # only a send pays for importing it
+
+        account = sendgrid_account(campaign.config)
+        self.host = account.host
+        self.sandbox = sandbox
+        self.batch_size = campaign.config.settings.sendgrid.batch_size
+        self.payloads = PayloadBuilder(campaign, sandbox=sandbox)
+        self._secrets = secrets(campaign.config)
+        self._client = SendGridAPIClient(api_key=account.api_key, host=account.host)
+
+    def send(self, batch: Sequence[Recipient]) -> Sent:
+        from python_http_client.exceptions import HTTPError
+
+        payload = self.payloads.payload(batch)
+        try:
+            response = self._client.client.mail.send.post(request_body=payload, timeout=TIMEOUT)
+        except HTTPError as exc:
+            raise self._http_error(exc) from None
+        except urllib.error.URLError as exc:
+            # urllib wraps errors while *sending* the request: SendGrid never got all of it
+            raise TransientProviderError(
+                f"cannot reach SendGrid at {self.host}: {self._clean(exc.reason)}; nothing was sent"
+            ) from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise UnknownOutcomeError(
+                f"SendGrid at {self.host} took the request but the connection was lost before "
+                f"it answered ({type(exc).__name__}); these {len(batch)} recipients may or may "
+                "not get the issue"
+            ) from None
+        status = response.status_code
+        if status == 200 and self.sandbox:
+            return Sent(provider_id="sandbox")
+        if status != 202:
+            raise UnknownOutcomeError(f"SendGrid answered {status}, not 202, to a mail send")
+        headers = response.headers
+        return Sent(provider_id=headers.get("X-Message-Id") if headers else None)
+
+    def _clean(self, value: object) -> str:
+        return redact(str(value), self._secrets)
+
+    def _http_error(self, exc: Any) -> TransientProviderError | PermanentProviderError:
+        status = int(exc.status_code)
+        detail = self._clean(_errors(exc.body))
+        if status == 429:
+            return TransientProviderError(
+                f"SendGrid is rate-limiting us (429): {detail}",
+                status=status,
+                retry_after=_retry_after(exc.headers),
+            )
+        if status >= 500:
+            return TransientProviderError(
+                f"SendGrid had a server error ({status}): {detail}",
+                status=status,
+                retry_after=_retry_after(exc.headers),
+            )
+        fix = _FIX.get(status, "fix what it says before sending again")
+        return PermanentProviderError(
+            f"SendGrid refused the request ({status}): {detail}; {fix}", status=status
+        )
+
+    def close(self) -> None:
+        """Each request opens its own connection; nothing stays open."""

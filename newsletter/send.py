@@ -1,0 +1,504 @@
+"""The send: load -> render -> personalise -> send -> record, for one issue and one list.
+
+Every recipient is looked up in the ledger before it is batched, every batch is recorded
+as `pending` before its request leaves and as `sent`, `failed` or `unknown` after, so a
+rerun (or a resume after a crash) mails exactly those who have not had the issue.
+Retrying with backoff lives here, once, for every provider.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+from newsletter import __version__
+from newsletter.campaign import Campaign, prepare
+from newsletter.config import Config, redact, secrets, sendgrid_account, smtp_server
+from newsletter.errors import (
+    ConfigError,
+    NewsletterError,
+    PermanentProviderError,
+    ProviderError,
+    TemplateError,
+    TransientProviderError,
+    UnknownOutcomeError,
+)
+from newsletter.ledger import Ledger, Manifest, send_lock, sha256_file, sha256_tree
+from newsletter.message import MessageBuilder, Recipient
+from newsletter.output import write_atomic
+from newsletter.providers import Provider, open_provider
+from newsletter.render import PACKAGE_TEMPLATES
+from newsletter.subscribers import Skipped, Subscriber, append_suppressions, read_subscribers
+from newsletter.tokens import SECRET_ENV
+
+T = TypeVar("T")
+LEDGER_NAME = "ledger.sqlite"
+#: Skipped rows kept in memory for the report; all of them go to the skipped-rows CSV.
+SKIPPED_SHOWN = 1000
+_LOOKUP_CHUNK = 1000
+
+
+class SendStopped(ProviderError):
+    """The send stopped part way; the report says who got the issue and who did not."""
+
+    def __init__(self, message: str, report: Report) -> None:
+        self.report = report
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    provider: str
+    tags: tuple[str, ...] = ()
+    templates: Path | None = None
+    suppressions: Path | None = None
+    retry_unknown: bool = False
+    sandbox: bool = False
+    max_attempts: int = 6
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    max_unknown_in_a_row: int = 3
+
+
+@dataclass
+class Report:
+    """What a send (or a dry run) did, in numbers a person and a script can both read."""
+
+    issue: str
+    subject: str
+    provider: str
+    list_path: str
+    dry_run: bool = False
+    sandbox: bool = False
+    rows: int = 0
+    recipients: int = 0
+    sent: int = 0
+    already_sent: int = 0
+    unknown: int = 0
+    unknown_before: int = 0
+    failed: int = 0
+    rejected: int = 0
+    rejected_before: int = 0
+    retries: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    skipped: Counter[str] = field(default_factory=Counter)
+    skipped_rows: list[Skipped] = field(default_factory=list)
+    skipped_file: str | None = None
+    previews: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    outbox: str | None = None
+    stopped: str | None = None
+
+    @property
+    def to_send(self) -> int:
+        """Recipients this run would mail (a dry run) or tried to mail."""
+        return self.recipients - self.already_sent - self.unknown_before - self.rejected_before
+
+    def skip(self, row: Skipped) -> None:
+        self.skipped[row.reason.value] += 1
+        if len(self.skipped_rows) < SKIPPED_SHOWN:
+            self.skipped_rows.append(row)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["skipped"] = dict(self.skipped)
+        data["skipped_rows"] = [
+            {"line": s.line, "email": s.email, "reason": s.reason.value, "detail": s.detail}
+            for s in self.skipped_rows
+        ]
+        data["to_send"] = self.to_send
+        return data
+
+
+Progress = Callable[[int, int | None], None]
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def estimate_rows(path: Path) -> int | None:
+    """Data rows in a list, counted as lines (fast), for the progress bar's total."""
+    try:
+        with path.open("rb") as fh:
+            lines = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+    except OSError:
+        return None
+    return max(lines - 1, 0)
+
+
+def ledger_path(config: Config) -> Path:
+    return config.state_dir / LEDGER_NAME
+
+
+def suppressions_path(config: Config, options: SendOptions) -> Path:
+    return options.suppressions or config.root / "suppressions.csv"
+
+
+def batch_size(config: Config, provider: str) -> int:
+    return config.settings.sendgrid.batch_size if provider == "sendgrid" else 1
+
+
+class _SkipLog:
+    """Every skipped row, streamed to a CSV beside the build output, so none goes unseen."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._tmp = path.with_name(f".{path.name}.tmp")
+        self._fh = self._tmp.open("w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._fh)
+        self._writer.writerow(["line", "email", "reason", "detail"])
+        self.count = 0
+
+    def write(self, row: Skipped) -> None:
+        self._writer.writerow([row.line, row.email, row.reason.value, row.detail])
+        self.count += 1
+
+    def close(self) -> str | None:
+        self._fh.close()
+        if not self.count:
+            self._tmp.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
+            return None
+        self._tmp.replace(self.path)
+        return str(self.path)
+
+
+def _readiness(config: Config, provider: str) -> list[str]:
+    """What a real send would trip over, said before it is tried."""
+    problems = []
+    if provider != "outbox" and not config.env.get(SECRET_ENV):
+        problems.append(
+            f"{SECRET_ENV} is not set: a real {provider} send would stop; "
+            "set it to a long random value"
+        )
+    try:
+        if provider == "sendgrid":
+            sendgrid_account(config)
+        elif provider == "smtp":
+            smtp_server(config)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def _classify(
+    stream: Iterable[Subscriber | Skipped],
+    report: Report,
+    ledger: Ledger | None,
+    campaign: Campaign,
+    options: SendOptions,
+    skip_log: _SkipLog,
+) -> Iterator[Recipient]:
+    """Subscribers who still need this issue, as recipients; everything else is counted."""
+    issue = campaign.issue.id
+    for chunk in _chunks(stream, _LOOKUP_CHUNK):
+        subscribers: list[Subscriber] = []
+        for item in chunk:
+            report.rows += 1
+            if isinstance(item, Skipped):
+                report.skip(item)
+                skip_log.write(item)
+            else:
+                subscribers.append(item)
+        report.recipients += len(subscribers)
+        known = (
+            ledger.statuses(issue, [s.key for s in subscribers]) if ledger and subscribers else {}
+        )
+        for sub in subscribers:
+            state = known.get(sub.key)
+            if state == "sent":
+                report.already_sent += 1
+            elif state in ("unknown", "pending") and not options.retry_unknown:
+                report.unknown_before += 1
+            elif state == "rejected":
+                report.rejected_before += 1
+            else:
+                yield campaign.recipient(sub.email, sub.name, sub.fields)
+
+
+def _open_list(path: Path, config: Config, options: SendOptions, campaign: Campaign) -> Any:
+    stream = read_subscribers(
+        path, tags=options.tags, suppressions=suppressions_path(config, options)
+    )
+    missing = campaign.missing_fields(stream.columns)
+    if missing:
+        stream.close()
+        raise TemplateError(
+            f"the templates use subscriber.{missing[0]} but {path} has no {missing[0]!r} column"
+            + (f" (nor {', '.join(missing[1:])})" if len(missing) > 1 else "")
+            + '; add the column or use subscriber.get("name", "fallback")'
+        )
+    return stream
+
+
+def dry_run(
+    config: Config,
+    issue_path: Path,
+    list_path: Path,
+    options: SendOptions,
+    *,
+    previews: int = 3,
+    out: Path | None = None,
+) -> Report:
+    """Everything a send would do except sending: who, how many, and real previews.
+
+    Opens no network connection and writes nothing but files under `build/`.
+    """
+    started = time.perf_counter()
+    campaign = prepare(config, issue_path, templates=options.templates, allow_local_secret=True)
+    report = Report(
+        campaign.issue.id, campaign.subject, options.provider, str(list_path), dry_run=True
+    )
+    report.warnings = _readiness(config, options.provider)
+    out = out or config.build_dir / "preview" / campaign.issue.id
+    ledger = Ledger(ledger_path(config)) if ledger_path(config).exists() else None
+    skip_log = _SkipLog(config.build_dir / f"{campaign.issue.id}-skipped.csv")
+    try:
+        with _open_list(list_path, config, options, campaign) as stream:
+            shown: list[Recipient] = []
+            for recipient in _classify(stream, report, ledger, campaign, options, skip_log):
+                if len(shown) < previews:
+                    shown.append(recipient)
+    finally:
+        report.skipped_file = skip_log.close()
+        if ledger:
+            ledger.close()
+    builder = MessageBuilder(campaign.rendered, campaign.headers)
+    for n, recipient in enumerate(shown, start=1):
+        name = f"{n:02d}-{recipient.email.replace('/', '_')}.eml"
+        report.previews.append(str(write_atomic(out / name, builder.build(recipient))))
+    if shown:
+        html, text = campaign.rendered.personalise(shown[0].fields)
+        report.previews.append(str(write_atomic(out / "index.html", html)))
+        report.previews.append(str(write_atomic(out / "index.txt", text)))
+    report.batches = math.ceil(report.to_send / batch_size(config, options.provider))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class _Sender:
+    """Sends batches with retries and records every outcome in the ledger."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        ledger: Ledger | None,
+        send_id: int,
+        issue: str,
+        options: SendOptions,
+        report: Report,
+        on_progress: Progress | None,
+        known_secrets: list[str],
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.provider, self.ledger, self.send_id, self.issue = provider, ledger, send_id, issue
+        self.options, self.report, self.on_progress = options, report, on_progress
+        self.secrets, self.sleep = known_secrets, sleep
+        self.unknown_streak = 0
+        self.hard_bounces: list[tuple[str, str]] = []
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter, never sooner than the server asked."""
+        ceiling = min(self.options.max_backoff, self.options.backoff * 2 ** (attempt - 1))
+        wait = random.uniform(0, ceiling)
+        return max(wait, retry_after or 0.0)
+
+    def send(self, batch: Sequence[Recipient], total: int | None) -> None:
+        pairs = [(r.key, r.email) for r in batch]
+        attempt = 0
+        while True:
+            attempt += 1
+            batch_id = (
+                self.ledger.begin_batch(self.send_id, self.issue, pairs) if self.ledger else 0
+            )
+            self.report.batches += 1
+            try:
+                result = self.provider.send(batch)
+            except TransientProviderError as exc:
+                self._finish(batch_id, "failed", error=str(exc))
+                if attempt >= self.options.max_attempts:
+                    self.report.failed += len(batch)
+                    raise SendStopped(
+                        f"{exc}; gave up after {attempt} tries. Nobody in that batch got the "
+                        "issue: run the same command later to send to everyone who has not",
+                        self.report,
+                    ) from None
+                self.report.retries += 1
+                self.sleep(self.delay(attempt, exc.retry_after))
+                continue
+            except UnknownOutcomeError as exc:
+                self._finish(batch_id, "unknown", error=str(exc))
+                self.report.unknown += len(batch)
+                self.unknown_streak += 1
+                if self.unknown_streak >= self.options.max_unknown_in_a_row:
+                    raise SendStopped(
+                        f"{exc}. That is {self.unknown_streak} batches in a row with no answer, "
+                        "so the send stopped; check the provider, then rerun (recipients whose "
+                        "outcome is unknown are resent only with --retry-unknown)",
+                        self.report,
+                    ) from None
+                return
+            except PermanentProviderError as exc:
+                self._finish(batch_id, "failed", error=str(exc))
+                self.report.failed += len(batch)
+                raise SendStopped(str(exc), self.report) from None
+            except BaseException:
+                self._finish(batch_id, "unknown", error="interrupted while sending")
+                self.report.unknown += len(batch)
+                raise
+            self.unknown_streak = 0
+            if self.ledger:
+                self.ledger.finish_batch(
+                    batch_id, "sent", provider_id=result.provider_id, rejected=result.rejected
+                )
+            self.report.sent += len(batch) - len(result.rejected)
+            self.report.rejected += len(result.rejected)
+            emails = {r.key: r.email for r in batch}
+            self.hard_bounces += [
+                (emails[k], reason)
+                for k, reason in result.rejected.items()
+                if reason[:3] in ("550", "551", "553")
+            ]
+            if self.on_progress:
+                self.on_progress(self.report.sent + self.report.rejected, total)
+            return
+
+    def _finish(self, batch_id: int, status: str, *, error: str) -> None:
+        if self.ledger:
+            self.ledger.finish_batch(batch_id, status, error=redact(error, self.secrets))
+
+
+def send_issue(
+    config: Config,
+    issue_path: Path,
+    list_path: Path,
+    options: SendOptions,
+    *,
+    on_progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Report:
+    """Send the issue to everyone on the list who has not had it; record each outcome."""
+    started = time.perf_counter()
+    sandbox = options.sandbox and options.provider == "sendgrid"
+    if options.sandbox and not sandbox:
+        raise ConfigError(
+            "--sandbox is SendGrid's validation mode; use it with --provider sendgrid"
+        )
+    campaign = prepare(
+        config,
+        issue_path,
+        templates=options.templates,
+        allow_local_secret=options.provider == "outbox",
+    )
+    issue = campaign.issue.id
+    report = Report(issue, campaign.subject, options.provider, str(list_path), sandbox=sandbox)
+    if options.provider == "outbox":
+        report.outbox = str(config.outbox_dir)
+    known_secrets = secrets(config)
+    with send_lock(config.state_dir, issue), Ledger(ledger_path(config)) as ledger:
+        ledger.recover(issue)
+        stream = _open_list(list_path, config, options, campaign)
+        skip_log = _SkipLog(config.build_dir / f"{issue}-skipped.csv")
+        templates = options.templates or config.templates_dir or PACKAGE_TEMPLATES
+        manifest = Manifest(
+            issue=issue,
+            issue_path=str(issue_path),
+            issue_sha256=sha256_file(issue_path),
+            templates_sha256=sha256_tree(templates),
+            list_path=str(list_path),
+            list_sha256=sha256_file(list_path),
+            provider=options.provider,
+            tool_version=__version__,
+            dry_run=sandbox,
+        )
+        send_id = ledger.start_send(manifest)
+        status = "failed"
+        provider: Provider | None = None
+        sender: _Sender | None = None
+        try:
+            provider = open_provider(options.provider, campaign, sandbox=sandbox)
+            sender = _Sender(
+                provider,
+                None if sandbox else ledger,
+                send_id,
+                issue,
+                options,
+                report,
+                on_progress,
+                known_secrets,
+                sleep,
+            )
+            total = estimate_rows(list_path)
+            recipients = _classify(stream, report, ledger, campaign, options, skip_log)
+            for batch in _chunks(recipients, provider.batch_size):
+                sender.send(batch, total)
+            status = "finished"
+        except SendStopped as exc:
+            report.stopped = redact(str(exc), known_secrets)
+            raise
+        except NewsletterError as exc:
+            report.stopped = redact(str(exc), known_secrets)
+            raise
+        except KeyboardInterrupt:
+            status = "interrupted"
+            report.stopped = "interrupted"
+            raise
+        finally:
+            stream.close()
+            report.skipped_file = skip_log.close()
+            if provider is not None:
+                provider.close()
+            if report.unknown and status == "finished":
+                status = "finished with unknown outcomes"
+            report.seconds = time.perf_counter() - started
+            counts = {k: v for k, v in report.to_json().items() if isinstance(v, int)}
+            ledger.finish_send(send_id, status=status, counts=counts)
+            if sender is not None and sender.hard_bounces:
+                append_suppressions(suppressions_path(config, options), sender.hard_bounces)
+    return report
+
+
+def send_test(config: Config, issue_path: Path, address: str, options: SendOptions) -> Report:
+    """One copy to the editor, marked [TEST]: not recorded as a delivery of the issue."""
+    from newsletter.subscribers import validate_address
+
+    try:
+        email = validate_address(address)
+    except ValueError as exc:
+        raise ConfigError(f"--test-to {address!r} is not a valid address: {exc}") from None
+    campaign = prepare(
+        config,
+        issue_path,
+        templates=options.templates,
+        allow_local_secret=options.provider == "outbox",
+        test=True,
+    )
+    report = Report(campaign.issue.id, campaign.subject, options.provider, f"test:{email}")
+    provider = open_provider(options.provider, campaign)
+    try:
+        result = provider.send([campaign.recipient(email, "")])
+    except ProviderError as exc:
+        report.stopped = redact(str(exc), secrets(config))
+        raise SendStopped(report.stopped, report) from None
+    finally:
+        provider.close()
+    report.recipients = 1
+    report.sent = 1 - len(result.rejected)
+    report.rejected = len(result.rejected)
+    report.batches = 1
+    if options.provider == "outbox":
+        report.outbox = str(config.outbox_dir)
+    return report

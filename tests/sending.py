@@ -1,0 +1,30 @@
+"""Shared set-up for the send tests: a workspace, a list of N readers, an environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from newsletter.config import Config, load_config
+from tests.workspace import make_workspace
+
+SECRET = "s3cr3t-token-key-for-tests-0123456789"
+ISSUE_ID = "2025-08-01-north-korea"
+
+
+def readers(n: int, domain: str = "example.com") -> str:
+    rows = "".join(f"reader{i:05d}@{domain},Reader {i}\n" for i in range(n))
+    return "email,name\n" + rows
+
+
+def workspace(root: Path, n: int, extra_config: str = "") -> Path:
+    ws = make_workspace(root)
+    (ws / "list.csv").write_text(readers(n), encoding="utf-8")
+    if extra_config:
+        with (ws / "newsletter.yaml").open("a", encoding="utf-8") as fh:
+            fh.write(extra_config)
+    return ws
+
+
+def config(ws: Path, env: Mapping[str, str]) -> Config:
+    return load_config(ws / "newsletter.yaml", env={"NEWSLETTER_SECRET": SECRET, **env})

@@ -1,0 +1,259 @@
+"""The SendGrid provider against a SendGrid-like HTTP server on 127.0.0.1.
+
+The server checks every request body against SendGrid's OpenAPI spec and the live API's
+extra rules (1000 recipients, no address twice), and expands each accepted request into
+the per-recipient messages SendGrid would send.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from newsletter.cli import app
+from newsletter.ledger import Ledger
+from newsletter.send import SendOptions, SendStopped, send_issue
+from tests.sending import ISSUE_ID, SECRET, config, workspace
+from tests.servers.sendgrid import (
+    SendGridServer,
+    drop_after_accept,
+    drop_before_read,
+    slow,
+    status,
+)
+from tests.workspace import SAMPLE
+
+FAST = {"backoff": 0.0, "max_backoff": 0.0}
+
+
+def sg_env(server: SendGridServer) -> dict[str, str]:
+    return {"SENDGRID_API_KEY": server.api_key, "SENDGRID_API_HOST": server.url}
+
+
+def delivered(server: SendGridServer) -> Counter[str]:
+    return Counter(d.email for d in server.deliveries() if d.kind == "to")
+
+
+def test_batches_of_1000_each_recipient_once_personalised(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    ws = workspace(tmp_path / "ws", 2500, "sendgrid:\n  category: weekly\n  asm_group_id: 4242\n")
+    report = send_issue(
+        config(ws, sg_env(sendgrid_server)),
+        ws / SAMPLE,
+        ws / "list.csv",
+        SendOptions(provider="sendgrid"),
+    )
+    assert (report.sent, report.batches) == (2500, 3)
+    sizes = [len(a.body["personalizations"]) for a in sendgrid_server.accepted]
+    assert sizes == [1000, 1000, 500]
+    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(2500)}
+    body = sendgrid_server.accepted[0].body
+    assert body["categories"] == ["weekly"]
+    assert body["asm"] == {"group_id": 4242}
+    assert body["custom_args"] == {"issue": ISSUE_ID, "list": "the-weekly-brief.example.org"}
+    assert body["headers"]["List-Id"] == "The Weekly Brief <the-weekly-brief.example.org>"
+    assert "mail_settings" not in body
+    mail = next(d for d in sendgrid_server.deliveries() if d.email == "reader01234@example.com")
+    assert mail.name == "Reader 1234"
+    assert "Hi Reader 1234," in mail.contents["text/html"]
+    assert "Hi Reader 1234," in mail.contents["text/plain"]
+    slot = re.compile(r"nl[0-9a-f]{12}[ht]\d+x")
+    assert not any(slot.search(text) for text in mail.contents.values())  # every slot filled
+    unsubscribe = mail.headers["List-Unsubscribe"]
+    assert unsubscribe.startswith("<https://brief.example.org/unsubscribe?token=")
+    assert mail.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    token_url = unsubscribe[1:].split(">")[0]
+    assert f'href="{token_url}"' in mail.contents["text/html"]
+    with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
+        ids = Counter(d.provider_id for d in ledger.deliveries(ISSUE_ID))
+    assert sorted(ids.values()) == [500, 1000, 1000]
+    assert set(ids) == {a.message_id for a in sendgrid_server.accepted}
+
+
+def test_names_are_escaped_in_html_and_plain_in_text(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    ws = workspace(tmp_path / "ws", 0)
+    (ws / "list.csv").write_text('email,name\nann@example.com,"Ann <b>&amp; ""Co"""\n')
+    send_issue(
+        config(ws, sg_env(sendgrid_server)),
+        ws / SAMPLE,
+        ws / "list.csv",
+        SendOptions(provider="sendgrid"),
+    )
+    (mail,) = sendgrid_server.deliveries()
+    assert "Hi Ann &lt;b&gt;&amp;amp; &quot;Co&quot;," in mail.contents["text/html"]
+    assert 'Hi Ann <b>&amp; "Co",' in mail.contents["text/plain"]
+
+
+def test_sandbox_validates_and_delivers_nothing(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    ws = workspace(tmp_path / "ws", 30)
+    report = send_issue(
+        config(ws, sg_env(sendgrid_server)),
+        ws / SAMPLE,
+        ws / "list.csv",
+        SendOptions(provider="sendgrid", sandbox=True),
+    )
+    assert report.sandbox and report.sent == 30
+    assert sendgrid_server.accepted == [] and len(sendgrid_server.sandboxed) == 1
+    assert sendgrid_server.sandboxed[0].body["mail_settings"] == {"sandbox_mode": {"enable": True}}
+    with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
+        assert ledger.counts(ISSUE_ID) == {}
+    real = send_issue(
+        config(ws, sg_env(sendgrid_server)),
+        ws / SAMPLE,
+        ws / "list.csv",
+        SendOptions(provider="sendgrid"),
+    )
+    assert real.sent == 30
+
+
+def test_rate_limits_and_server_errors_are_retried_honouring_retry_after(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n")
+    sendgrid_server.inject(status(429, retry_after=7), status(500), status(503))
+    waits: list[float] = []
+    report = send_issue(
+        config(ws, sg_env(sendgrid_server)),
+        ws / SAMPLE,
+        ws / "list.csv",
+        SendOptions(provider="sendgrid", **FAST),
+        sleep=waits.append,
+    )
+    assert report.sent == 30 and report.retries == 3
+    assert waits[0] >= 7  # Retry-After honoured
+    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(30)}
+
+
+def test_a_bad_request_stops_with_sendgrids_reason(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n")
+    verified = "The from address does not match a verified Sender Identity."
+    sendgrid_server.inject(slow(0), status(400, message=verified))
+    cfg = config(ws, sg_env(sendgrid_server))
+    with pytest.raises(SendStopped) as info:
+        send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    message = str(info.value)
+    assert "SendGrid refused the request (400)" in message
+    assert "verified Sender Identity" in message
+    report = info.value.report
+    assert (report.sent, report.failed) == (10, 10)
+    with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
+        assert ledger.counts(ISSUE_ID) == {"sent": 10, "failed": 10}
+    rerun = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    assert (rerun.sent, rerun.already_sent) == (20, 10)
+    assert max(delivered(sendgrid_server).values()) == 1
+
+
+def test_a_wrong_key_says_so_and_never_prints_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sendgrid_server: SendGridServer
+) -> None:
+    ws = workspace(tmp_path / "ws", 3)
+    monkeypatch.chdir(ws)
+    wrong = "SG.this-is-the-wrong-key-0123456789abcdef"
+    env = {
+        "SENDGRID_API_KEY": wrong,
+        "SENDGRID_API_HOST": sendgrid_server.url,
+        "NEWSLETTER_SECRET": SECRET,
+    }
+    for extra in ([], ["--json"]):
+        result = CliRunner().invoke(
+            app, ["send", SAMPLE, "--to", "list.csv", "--yes", "-p", "sendgrid", *extra], env=env
+        )
+        assert result.exit_code == 3
+        assert "the API key is wrong or revoked: check SENDGRID_API_KEY" in result.output
+        assert wrong not in result.output and SECRET not in result.output
+    assert wrong.encode() not in (ws / ".newsletter" / "ledger.sqlite").read_bytes()
+
+
+def test_lost_answers_are_unknown_and_resent_only_on_request(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n")
+    sendgrid_server.inject(drop_after_accept())
+    cfg = config(ws, sg_env(sendgrid_server))
+    report = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    assert (report.sent, report.unknown) == (20, 10)
+    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(30)}
+    rerun = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    assert (rerun.sent, rerun.unknown_before, rerun.already_sent) == (0, 10, 20)
+    retried = send_issue(
+        cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid", retry_unknown=True)
+    )
+    assert retried.sent == 10
+    assert sorted(Counter(delivered(sendgrid_server).values()).items()) == [(1, 20), (2, 10)]
+
+
+def test_a_dropped_connection_is_unknown_even_if_nothing_arrived(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    """The client cannot tell a reset before or after the server read the request."""
+    ws = workspace(tmp_path / "ws", 20, "sendgrid:\n  batch_size: 10\n")
+    sendgrid_server.inject(drop_before_read())
+    report = send_issue(
+        config(ws, sg_env(sendgrid_server)),
+        ws / SAMPLE,
+        ws / "list.csv",
+        SendOptions(provider="sendgrid"),
+    )
+    assert (report.sent, report.unknown) == (10, 10)
+
+
+def test_connection_refused_is_retried_then_reported(tmp_path: Path) -> None:
+    ws = workspace(tmp_path / "ws", 5)
+    with SendGridServer("SG.key-for-a-server-that-is-gone") as gone:
+        env = sg_env(gone)
+    with pytest.raises(SendStopped, match=r"cannot reach SendGrid at http://127\.0\.0\.1:\d+"):
+        send_issue(
+            config(ws, env),
+            ws / SAMPLE,
+            ws / "list.csv",
+            SendOptions(provider="sendgrid", max_attempts=3, **FAST),
+            sleep=lambda s: None,
+        )
+    with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
+        assert ledger.counts(ISSUE_ID) == {"failed": 5}
+
+
+def test_many_unknown_outcomes_in_a_row_stop_the_send(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    ws = workspace(tmp_path / "ws", 60, "sendgrid:\n  batch_size: 10\n")
+    sendgrid_server.inject(drop_after_accept(), drop_after_accept(), drop_after_accept())
+    with pytest.raises(SendStopped, match="3 batches in a row with no answer"):
+        send_issue(
+            config(ws, sg_env(sendgrid_server)),
+            ws / SAMPLE,
+            ws / "list.csv",
+            SendOptions(provider="sendgrid"),
+        )
+    assert sendgrid_server.requests == 3
+
+
+def test_a_slow_server_is_waited_for(tmp_path: Path, sendgrid_server: SendGridServer) -> None:
+    ws = workspace(tmp_path / "ws", 5)
+    sendgrid_server.inject(slow(0.3))
+    report = send_issue(
+        config(ws, sg_env(sendgrid_server)),
+        ws / SAMPLE,
+        ws / "list.csv",
+        SendOptions(provider="sendgrid"),
+    )
+    assert report.sent == 5
+
+
+def test_the_api_key_is_required(tmp_path: Path) -> None:
+    ws = workspace(tmp_path / "ws", 1)
+    from newsletter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="SENDGRID_API_KEY is not set"):
+        send_issue(config(ws, {}), ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
