@@ -31,7 +31,8 @@ from newsletter.errors import (
     TransientProviderError,
     UnknownOutcomeError,
 )
-from newsletter.ledger import Ledger, Manifest, send_lock, sha256_file, sha256_tree
+from newsletter.ledger import Ledger, Manifest, sha256_file, sha256_tree
+from newsletter.lock import send_lock
 from newsletter.message import MessageBuilder, Recipient
 from newsletter.output import write_atomic
 from newsletter.providers import Provider, open_provider
