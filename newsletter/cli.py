@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -132,10 +133,23 @@ def render(
 def check(
     issues: Annotated[list[Path], typer.Argument(help="Issue files to check.")],
     strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
+    links: Annotated[
+        bool,
+        typer.Option(
+            "--links",
+            help="Also fetch every link (HEAD, else GET; 8 at a time) and report broken ones "
+            "and redirects. Needs the network.",
+        ),
+    ] = False,
+    link_timeout: Annotated[
+        float, typer.Option("--link-timeout", min=0.1, help="Seconds to wait for each link.")
+    ] = 10.0,
     templates: TemplatesOpt = None,
 ) -> None:
     """Validate issues and lint them before sending: fit to gate a CI job."""
     with _errors():
+        from rich.markup import escape
+
         from newsletter.check import preflight
         from newsletter.errors import IssueError
         from newsletter.issue import load_issue
@@ -150,16 +164,35 @@ def check(
                 findings = preflight(issue, render_issue(issue, config, templates), config)
             except IssueError as exc:
                 for problem in exc.problems:
-                    err.print(f"[red]error:[/red] {problem}")
+                    err.print(f"[red]error:[/red] {escape(str(problem))}")
                 errors += len(exc.problems)
                 continue
             for finding in findings:
                 color = "red" if finding.level == "error" else "yellow"
-                err.print(f"[{color}]{finding.level}:[/{color}] {finding}")
+                err.print(f"[{color}]{finding.level}:[/{color}] {escape(str(finding))}")
             errors += sum(f.level == "error" for f in findings)
             warnings += sum(f.level == "warning" for f in findings)
-            if not findings:
-                out.print(f"[green]ok[/green] {path}")
+            clean = not findings
+            if links:
+                from newsletter.links import check_links
+
+                labels = {
+                    "error": ("error", "red"),
+                    "warning": ("warning", "yellow"),
+                    "info": ("redirect", "dim"),
+                }
+                for result in check_links(issue, timeout=link_timeout):
+                    if result.level is None:
+                        continue
+                    label, color = labels[result.level]
+                    for place in result.places:
+                        line = escape(f"{place}: {result.url}: {result.message}")
+                        err.print(f"[{color}]{label}:[/{color}] {line}")
+                    errors += len(result.places) * (result.level == "error")
+                    warnings += len(result.places) * (result.level == "warning")
+                    clean = clean and result.level == "info"
+            if clean:
+                out.print(f"[green]ok[/green] {escape(str(path))}")
         out.print(f"{len(issues)} checked: {errors} errors, {warnings} warnings")
         if errors or (strict and warnings):
             raise typer.Exit(int(ExitCode.ERROR))
@@ -171,13 +204,38 @@ def preview(
     open_browser: Annotated[
         bool, typer.Option("--open/--no-open", help="Open it in the browser.")
     ] = True,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Serve a live preview on 127.0.0.1: desktop, phone and plain text side by "
+            "side, re-rendered whenever you save. Ctrl-C stops it.",
+        ),
+    ] = False,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port for --serve (0: any free port).")
+    ] = 8025,
     templates: TemplatesOpt = None,
 ) -> None:
-    """Render an issue and open the HTML in the browser."""
+    """Render an issue and open it in the browser, or serve a live, reloading preview."""
     with _errors():
         from newsletter.preview import render_files
 
         config = _config()
+        if serve:
+            from newsletter.serve import serve as serve_preview
+
+            out = _console()
+            serve_preview(
+                issue,
+                config,
+                port=port,
+                templates=templates,
+                open_browser=open_browser,
+                ready=lambda url: out.print(f"Previewing {_show(issue)} at {url} (Ctrl-C stops)"),
+            )
+            out.print("preview stopped")
+            return
         result = render_files(issue, config, config.build_dir, templates)
         _console().print(str(result.html.resolve()))
         if open_browser:
@@ -267,6 +325,95 @@ def send(
             _print_report(exc.report, as_json, verbose)
             raise
         _print_report(report, as_json, verbose)
+
+
+@app.command()
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="The folder to set up; made if missing.", show_default=False)
+    ],
+) -> None:
+    """Set up a new workspace: settings, templates, an example issue and a list."""
+    with _errors():
+        from newsletter.scaffold import init_workspace
+
+        workspace = init_workspace(directory)
+        console = _console()
+        for path in workspace.created:
+            console.print(f"created {_show(path)}", markup=False)
+        issue = workspace.issue.relative_to(workspace.root)
+        console.print(
+            "\nNext:\n"
+            f"  cd {_show(workspace.root)}\n"
+            "  in newsletter.yaml, put your newsletter's name, from address and postal address\n"
+            f"  newsletter check {issue}\n"
+            f"  newsletter preview {issue}\n"
+            f"  newsletter send {issue} --to subscribers.csv --dry-run\n"
+            '  newsletter new "Next week\'s title"\n'
+            "Secrets (NEWSLETTER_SECRET for real sends, API keys, passwords) go in the "
+            "environment, never in newsletter.yaml: its first lines name them.",
+            markup=False,
+        )
+
+
+@app.command()
+def new(
+    title: Annotated[str, typer.Argument(help="The issue's title.", show_default=False)],
+    date: Annotated[
+        datetime | None,
+        typer.Option(
+            "--date",
+            formats=["%Y-%m-%d"],
+            help="The issue's date, YYYY-MM-DD [default: the next schedule.weekday].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Start an issue: issues/<date>-<slug>.yaml with TODOs to fill in; never overwrites."""
+    with _errors():
+        from rich.markup import escape
+
+        from newsletter.scaffold import new_issue
+
+        created = new_issue(_config(), title, date=date.date() if date else None)
+        _console().print(_show(created.path), markup=False)
+        for warning in created.warnings:
+            _console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
+
+
+@app.command()
+def archive(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder [default: site/].")
+    ] = None,
+    drafts: Annotated[
+        bool, typer.Option("--drafts", help="Include issues not sent yet and not past their date.")
+    ] = False,
+    templates: TemplatesOpt = None,
+) -> None:
+    """Build the web archive: a page per published issue, an index, Atom and RSS feeds."""
+    with _errors():
+        from rich.markup import escape
+
+        from newsletter.archive import build_archive
+
+        result = build_archive(_config(), out, drafts=drafts, templates=templates)
+        console = _console()
+        pages = len(result.published)
+        drafts_note = f", {len(result.drafts)} of them drafts" if result.drafts else ""
+        console.print(
+            f"wrote {_show(result.out)}/: {', '.join(result.site_files)} "
+            f"and {pages} issue page{'s' * (pages != 1)}{drafts_note}",
+            markup=False,
+        )
+        if result.left_out:
+            console.print(
+                f"not published yet: {', '.join(result.left_out)} "
+                "(neither sent nor past their date; --drafts shows them)",
+                markup=False,
+            )
+        for warning in result.warnings:
+            _console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 def _with_progress(run: Callable[[Callable[[int, int | None], None]], T], enabled: bool) -> T:

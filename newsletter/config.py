@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from newsletter import yamldoc
 from newsletter.errors import ConfigError
@@ -73,6 +73,21 @@ class SMTPSettings(_Model):
     timeout: float = Field(default=30.0, gt=0)
 
 
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+#: Monday first, as `date.weekday()` counts.
+WEEKDAYS: tuple[Weekday, ...] = get_args(Weekday)
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class Schedule(_Model):
+    """When issues come out: `newsletter new` dates a new issue on the next such day."""
+
+    weekday: Annotated[Weekday, BeforeValidator(_lower)] = "friday"
+
+
 class Settings(_Model):
     """What `newsletter.yaml` may hold; unknown keys are errors, so typos surface."""
 
@@ -89,6 +104,7 @@ class Settings(_Model):
     state_dir: str = ".newsletter"
     sendgrid: SendGridSettings = SendGridSettings()
     smtp: SMTPSettings = SMTPSettings()
+    schedule: Schedule = Schedule()
 
 
 @dataclass(frozen=True)
