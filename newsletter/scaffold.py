@@ -187,7 +187,7 @@ def init_workspace(directory: Path, today: dt.date | None = None) -> Workspace:
     """A ready workspace in `directory`: settings, templates, an issue, a list, a .gitignore."""
     root = directory
     issue_date = next_issue_date(DEFAULT_WEEKDAY, today)
-    issue_name = f"{issue_date.isoformat()}-first-issue.yaml"
+    issue_name = f"{issue_date.isoformat()}-welcome.yaml"
     templates = resources.files("newsletter") / "templates"
     files: dict[Path, bytes] = {
         root / CONFIG_NAME: CONFIG_TEMPLATE.encode("utf-8"),
@@ -339,9 +339,9 @@ smtp:
 EXAMPLE_ISSUE = """\
 # An example issue, made by `newsletter init`: edit it, or start the next one with
 # `newsletter new "Title"`. The README describes every field.
-title: The first issue
+title: Welcome
 date: {date}
-subject: "The first issue: what this newsletter is about"
+subject: "Welcome: what this newsletter is about"
 preheader: A short welcome, and how each issue is put together.
 intro: |
   Welcome! This is an example issue. Replace this text with your own: the intro and

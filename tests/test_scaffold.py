@@ -109,7 +109,7 @@ def test_init_example_issue_list_and_gitignore(tmp_path: Path) -> None:
     workspace = scaffold.init_workspace(tmp_path / "letter", today=today)
     issue = load_issue(workspace.issue)
     assert issue.date == dt.date(2025, 8, 8)  # the Friday after
-    assert workspace.issue.name == "2025-08-08-first-issue.yaml"
+    assert workspace.issue.name == "2025-08-08-welcome.yaml"
     assert issue.all_articles() and issue.preheader
     with workspace.subscribers.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -333,3 +333,17 @@ def test_schedule_weekday_is_validated(tmp_path: Path, monkeypatch: pytest.Monke
     assert "newsletter.yaml:5: schedule.weekday: input should be 'monday'" in " ".join(
         result.output.split()
     )
+
+
+def test_the_readme_walkthrough_init_then_new_first_issue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`newsletter init news && cd news && newsletter new "First issue"` works on any day."""
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["init", "news"]).exit_code == 0
+    monkeypatch.chdir(tmp_path / "news")
+    result = runner.invoke(app, ["new", "First issue"])
+    assert result.exit_code == 0, result.output
+    created = list((tmp_path / "news" / "issues").glob("*-first-issue.yaml"))
+    assert len(created) == 1
