@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from newsletter import yamldoc
-from newsletter.errors import IssueError
+from newsletter.errors import IssueError, Problem
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -36,7 +36,7 @@ def _text(value: str) -> str:
 
 def _one_line(value: str) -> str:
     value = _text(value)
-    if "\n" in value or "\r" in value:
+    if len(value.splitlines()) > 1:  # \n, \r, and \x85, \u2028, \u2029 too
         raise ValueError("must be a single line")
     return value
 
@@ -45,7 +45,11 @@ def http_url(value: str) -> str:
     """An absolute http(s) URL: mail clients open nothing else, and relative links break."""
     value = value.strip()
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or " " in value:
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or any(c.isspace() or not c.isprintable() for c in value)
+    ):
         raise ValueError(f"not an absolute http(s) URL: {value!r}")
     return value
 
@@ -99,7 +103,7 @@ class Issue(_Model):
             return data
         data = dict(data)
         context = info.context or {}
-        if "subject" not in data and isinstance(data.get("title"), str):
+        if "subject" not in data and "title" in data:
             data["subject"] = data["title"]
         if "date" not in data and context.get("date") is not None:
             data["date"] = context["date"]
@@ -162,8 +166,26 @@ def load_issue(path: Path) -> Issue:
                     )
                 ]
             )
-        issue = doc.validate(Issue, context={"date": date, "id": path.stem})
+        try:
+            issue = doc.validate(Issue, context={"date": date, "id": path.stem})
+        except yamldoc.ProblemList as exc:
+            raise yamldoc.ProblemList(_blame_the_title(doc, exc.problems)) from None
         issue._doc = doc
         return issue
     except yamldoc.ProblemList as exc:
         raise IssueError(exc.problems) from None
+
+
+def _blame_the_title(doc: yamldoc.Document, problems: list[Problem]) -> list[Problem]:
+    """Without a `subject:`, the subject is the title: what is wrong with it is the title's."""
+    if "subject" in doc.data:
+        return problems
+    about_title = {p.message for p in problems if p.field == "title"}
+    found = []
+    for problem in problems:
+        if problem.field == "subject":
+            if problem.message in about_title:
+                continue
+            problem = doc.problem(("title",), f"as the subject (none is given), {problem.message}")
+        found.append(problem)
+    return sorted(found, key=lambda p: p.line or 0)

@@ -18,9 +18,10 @@ import email.policy
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, make_msgid
 from urllib.parse import quote
 
 from newsletter.config import Config
@@ -29,23 +30,65 @@ from newsletter.personalise import Filler, html_values, slot_values
 from newsletter.render import Rendered
 from newsletter.tokens import Signer, signer_from_env
 
-# "\n" line ends (smtplib turns them into CRLF on the wire). Headers are folded only past
-# 998 characters: the stdlib's folding at 78 moves a whole subject onto a continuation
-# line, which some clients show with a leading space.
+# "\n" line ends (smtplib turns them into CRLF on the wire). ASCII headers are folded only
+# past 998 characters: the stdlib's folding at 78 moves a whole subject onto a continuation
+# line, which some clients show with a leading space. Text that needs RFC 2047 encoding is
+# folded at 78: the only way to keep each encoded-word within RFC 2047's 75 characters.
 _POLICY = email.policy.default.clone(max_line_length=998)
+_ENCODED_POLICY = email.policy.default.clone(max_line_length=78)
 _QP_LINE = 76
 _MARK_TEXT = "NLTEXTPARTMARK"
 _MARK_HTML = "NLHTMLPARTMARK"
 
 
 class HeaderError(NewsletterError):
-    """A header value that would break out of its header (CR/LF) or cannot be encoded."""
+    """A header value with a line break (it would end its header early), a control
+    character, or text that cannot be encoded."""
+
+
+# RFC 5322's limit for a header line; an SMTP server refuses a message with a longer one.
+_MAX_LINE = 998
+# What formataddr quotes a display name for, and what it escapes inside the quotes.
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
+_ESCAPES = re.compile(r'[\\"]')
+# What str.splitlines() breaks at: a client may too. Other control characters are refused.
+_LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
 
 
 def check_header(name: str, value: str) -> str:
-    if "\r" in value or "\n" in value:
+    if _LINE_BREAK.search(value):
         raise HeaderError(f"{name} contains a line break ({value!r}); headers must be one line")
+    if _CONTROL.search(value):
+        raise HeaderError(f"{name} contains a control character ({value!r}); remove it")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HeaderError(f"{name} cannot be encoded as UTF-8 ({value!r})") from None
     return value
+
+
+def _display_name(name: str, room: int = 80) -> str:
+    """A display name as it goes before `<address>`: as is or quoted if it is ASCII and fits
+    in `room` characters, else as RFC 2047 encoded-words folded into short lines."""
+    if name.isascii() and "=?" not in name:
+        shown = '"' + _ESCAPES.sub(r"\\\g<0>", name) + '"' if _SPECIALS.search(name) else name
+        if len(shown) <= room:
+            return shown
+    return Header(name, "utf-8", maxlinelen=76, header_name="To").encode(linesep="\n")
+
+
+def _subject_header(subject: str) -> bytes:
+    """ASCII as it is, on one line; anything else as RFC 2047 encoded-words, folded.
+
+    Not through `EmailMessage`: it would read an editor's `=?utf-8?q?...?=` as an encoded-word
+    and send its decoding, where editor text is data.
+    """
+    if subject.isascii() and "=?" not in subject and len(subject) <= _MAX_LINE - 9:
+        return b"Subject: " + subject.encode()
+    encoded = Header(subject, "utf-8", maxlinelen=76, header_name="Subject").encode(linesep="\n")
+    return b"Subject: " + encoded.encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -128,21 +171,23 @@ class MessageBuilder:
             "Subject", ("[TEST] " if test else "") + (headers.subject or rendered.subject)
         )
         self.domain = headers.from_email.rpartition("@")[2]
-        msg = EmailMessage(policy=_POLICY)
+        from_name = headers.from_name or ""
+        plain = from_name.isascii() and headers.list_name.isascii()
+        policy = _POLICY if plain else _ENCODED_POLICY
+        msg = EmailMessage(policy=policy)
         msg["From"] = Address(
-            display_name=check_header("From name", headers.from_name or ""),
+            display_name=check_header("From name", from_name),
             addr_spec=headers.from_email,
         )
         if headers.reply_to:
             msg["Reply-To"] = Address(addr_spec=headers.reply_to)
-        msg["Subject"] = subject
         msg["List-Id"] = f"{check_header('List name', headers.list_name)} <{headers.list_id}>"
         msg.set_content(_MARK_TEXT, charset="utf-8", cte="quoted-printable")
         msg.add_alternative(_MARK_HTML, subtype="html", charset="utf-8", cte="quoted-printable")
-        skeleton = msg.as_bytes(policy=_POLICY)
+        skeleton = msg.as_bytes(policy=policy)
         first, rest = re.split(rb"\n" + _MARK_TEXT.encode() + rb"=?\n?", skeleton, maxsplit=1)
         middle, last = re.split(rb"\n" + _MARK_HTML.encode() + rb"=?\n?", rest, maxsplit=1)
-        self._frame = (first + b"\n", middle + b"\n", last)
+        self._frame = (_subject_header(subject) + b"\n" + first + b"\n", middle + b"\n", last)
         self._text = _EncodedPart(rendered.text_filler)
         self._html = _EncodedPart(rendered.html_filler)
 
@@ -183,9 +228,10 @@ class MessageBuilder:
     def _to(self, recipient: Recipient) -> str:
         name = check_header("Name", recipient.name)
         address = check_header("Address", recipient.email)
-        if not address.isascii():
-            return f"{name} <{address}>" if name else address
-        return formataddr((name, address), charset="utf-8")
+        if not name:
+            return address
+        room = _MAX_LINE - len("To:  <>") - len(address.encode())
+        return f"{_display_name(name, room)} <{address}>"
 
 
 def headers_for(config: Config) -> Headers:

@@ -25,7 +25,11 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a folder where the file should go, ...
+            raise UsageError(
+                f"{path}: cannot write it ({exc.strerror or exc}); nothing was written there"
+            ) from None
         raise
     return path

@@ -349,6 +349,12 @@ def _suppression_claims(table: _Table) -> Iterator[tuple[int, int, int, int]]:
 _STATUSES: Final = {"": _SUBSCRIBED, "subscribed": _SUBSCRIBED, "unsubscribed": _UNSUBSCRIBED}
 _NO_TAGS: Final[frozenset[str]] = frozenset()
 _TAG_CACHE_SIZE: Final = 4096
+# A name goes into the To header: a line break there would end the header (and the send, at
+# that row), so such a row is skipped with its line rather than mailed with a mangled name.
+_NOT_ONE_LINE: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_NAME_NOT_ONE_LINE: Final = (
+    "the name contains a line break or a control character; make it one line of text"
+)
 
 
 class SubscriberStream:
@@ -363,7 +369,8 @@ class SubscriberStream:
     unsubscribed. The reverse cannot be undone in a stream: an unsubscribed row after a kept
     row is skipped with a detail saying so; the suppression list is the way to stop mail.
     Rows outside the tag filter still claim their address. A row whose fields are all empty
-    (",,") is a blank line; a row with extra fields is malformed unless the extras are empty.
+    (",,") is a blank line; a row with extra fields is malformed unless the extras are empty,
+    and so is one whose name (it goes into the To header) holds a line break.
     """
 
     path: Path
@@ -513,9 +520,13 @@ class SubscriberStream:
                         detail = f"has none of the tags {wanted_text}"
                         yield skip(line, raw, SkipReason.NOT_TAGGED, detail)
                         continue
+                    name = row[name_i] or row[first_i]
+                    if not name.isprintable() and _NOT_ONE_LINE.search(name):
+                        yield skip(line, raw, SkipReason.MALFORMED, _NAME_NOT_ONE_LINE)
+                        continue
                     fields = {c: row[i] for c, i in named}
                     counts["ok"] += 1
-                    yield new(line, email, row[name_i] or row[first_i], tags, fields)
+                    yield new(line, email, name, tags, fields)
                 self._release()  # the end of the file: the scratch database can go now
                 return
             except csv.Error as e:

@@ -44,9 +44,8 @@ class Signer:
         self.local = secret == LOCAL_SECRET
 
     def _mac(self, address: str) -> bytes:
-        return hmac.new(self._key, address.casefold().encode(), hashlib.sha256).digest()[
-            :_MAC_BYTES
-        ]
+        # the address exactly as sent: a token changed in any way, even in case, is refused
+        return hmac.new(self._key, address.encode(), hashlib.sha256).digest()[:_MAC_BYTES]
 
     def token(self, address: str) -> str:
         return f"{_b64(address.encode())}.{_b64(self._mac(address))}"
@@ -55,10 +54,15 @@ class Signer:
         """The address a token was made for; `TokenError` if it was not made by us for this list."""
         head, dot, tail = token.strip().partition(".")
         try:
-            address = _unb64(head).decode("utf-8")
+            raw = _unb64(head)
+            address = raw.decode("utf-8")
             mac = _unb64(tail)
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise TokenError("this unsubscribe token is malformed") from None
+        # base64 decoding skips stray characters and ignores spare bits: only the one
+        # spelling we make is a token, so a changed token is never still "valid"
+        if _b64(raw) != head or _b64(mac) != tail:
+            raise TokenError("this unsubscribe token is malformed")
         if not dot or not address or not hmac.compare_digest(mac, self._mac(address)):
             raise TokenError("this unsubscribe token is not valid for this list")
         return address

@@ -1,12 +1,15 @@
 """YAML documents whose every value knows its line, so a problem can be pointed at.
 
 Both the issue files and `newsletter.yaml` are read here: syntax errors, anchors (a
-"billion laughs" file would otherwise expand without bound) and pydantic's validation
-errors all become `Problem`s naming the file, the line and the field.
+"billion laughs" file would otherwise expand without bound), nesting deep enough to exhaust
+the parser's recursion, a key given twice (YAML would silently keep the last), escapes that
+are no text, and pydantic's validation errors all become `Problem`s naming the file, the
+line and the field. Timestamps are read as text, so that the schema judges a bad date.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,8 +23,16 @@ Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
 
 
+#: Far deeper than any issue or config file goes (an issue needs 7 levels), and far below
+#: where PyYAML's recursive composer would hit Python's recursion limit.
+MAX_DEPTH = 50
+
+
 class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases: editors never need them, attackers do."""
+    """SafeLoader that refuses aliases (editors never need them, attackers do) and nesting
+    deeper than `MAX_DEPTH`, and reads timestamps as text for the schema to check."""
+
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -30,19 +41,64 @@ class _NoAliasLoader(yaml.SafeLoader):
                 problem="anchors and aliases (*name) are not allowed here; write the value out",
                 problem_mark=event.start_mark,
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.MarkedYAMLError(
+                problem=f"nested more than {MAX_DEPTH} levels deep; is an indent or a bracket off?",
+                problem_mark=event.start_mark,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
-def _lines(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+# `date: 2025-02-30` would raise a bare ValueError inside PyYAML; as text, the schema says
+# which field and line is wrong, like any other bad value.
+_NoAliasLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp",
+    yaml.SafeLoader.construct_yaml_str,  # type: ignore[type-var]
+)
+# Escapes that YAML reads but that are no text: \0, and \ud800 (half of a UTF-16 pair),
+# which no UTF-8 encoder takes. A raw NUL byte is refused before parsing.
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _lines(
+    node: yaml.Node, loc: Loc, out: dict[Loc, int], problems: list[Problem], where: str
+) -> None:
+    """Record the line of every value; note keys given twice and text that is not Unicode."""
     out[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
         for key, value in node.value:
             name = key.value if isinstance(key, yaml.ScalarNode) else str(key.value)
-            out[(*loc, name, "<key>")] = key.start_mark.line + 1
-            _lines(value, (*loc, name), out)
+            line = key.start_mark.line + 1
+            if _NOT_TEXT.search(name):
+                problems.append(_not_unicode(where, line, loc, "a key"))
+                name = _NOT_TEXT.sub("\ufffd", name)
+            elif name in first:
+                message = f"given twice (first on line {first[name]}); keep one"
+                problems.append(Problem(where, line, field_name((*loc, name)), message))
+            first.setdefault(name, line)
+            out[(*loc, name, "<key>")] = line
+            _lines(value, (*loc, name), out, problems, where)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _lines(item, (*loc, i), out)
+            _lines(item, (*loc, i), out, problems, where)
+    elif isinstance(node, yaml.ScalarNode) and _NOT_TEXT.search(node.value):
+        problems.append(_not_unicode(where, node.start_mark.line + 1, loc, "the value"))
+
+
+def _not_unicode(where: str, line: int, loc: Loc, what: str) -> Problem:
+    return Problem(
+        where,
+        line,
+        field_name(loc) or None,
+        f"{what} contains an escape that is no text (\\0, or half of a UTF-16 pair such as "
+        "\\uD800); write the character itself, or \\U0001F600 for one beyond \\uFFFF",
+    )
 
 
 def field_name(loc: Loc) -> str:
@@ -148,5 +204,8 @@ def load(path: Path) -> Document:
             [Problem(where, node.start_mark.line + 1, None, "expected a YAML mapping of fields")]
         )
     lines: dict[Loc, int] = {}
-    _lines(node, (), lines)
+    problems: list[Problem] = []
+    _lines(node, (), lines, problems, where)
+    if problems:
+        raise ProblemList(problems)
     return Document(path, data, lines)
