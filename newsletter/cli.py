@@ -43,6 +43,13 @@ class State:
 _state = State()
 
 
+def escape(text: str) -> str:
+    """Text for rich's markup: a `[` typed by an editor or a list is printed, not parsed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
@@ -57,7 +64,7 @@ def _errors() -> Iterator[None]:
     except NewsletterError as exc:
         err = _console(stderr=True)
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+            err.print(f"[red]error:[/red] {escape(line)}", highlight=False)
         raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:
         _console(stderr=True).print("[yellow]interrupted[/yellow]")
@@ -120,13 +127,13 @@ def render(
         result = render_files(issue, config, out or config.build_dir, templates)
         console = _console()
         for path in (result.html, result.text, result.eml):
-            console.print(f"wrote {_show(path)}")
+            console.print(f"wrote {_show(path)}", markup=False)
         console.print(
             f"HTML {result.rendered.html_bytes / 1024:.1f} KB, "
             f"{len(result.issue.all_articles())} articles"
         )
         for warning in result.warnings:
-            _console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
+            _console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @app.command()
@@ -148,8 +155,6 @@ def check(
 ) -> None:
     """Validate issues and lint them before sending: fit to gate a CI job."""
     with _errors():
-        from rich.markup import escape
-
         from newsletter.check import preflight
         from newsletter.errors import IssueError
         from newsletter.issue import load_issue
@@ -232,12 +237,14 @@ def preview(
                 port=port,
                 templates=templates,
                 open_browser=open_browser,
-                ready=lambda url: out.print(f"Previewing {_show(issue)} at {url} (Ctrl-C stops)"),
+                ready=lambda url: out.print(
+                    f"Previewing {_show(issue)} at {url} (Ctrl-C stops)", markup=False
+                ),
             )
             out.print("preview stopped")
             return
         result = render_files(issue, config, config.build_dir, templates)
-        _console().print(str(result.html.resolve()))
+        _console().print(str(result.html.resolve()), markup=False)
         if open_browser:
             import webbrowser
 
@@ -371,8 +378,6 @@ def new(
 ) -> None:
     """Start an issue: issues/<date>-<slug>.yaml with TODOs to fill in; never overwrites."""
     with _errors():
-        from rich.markup import escape
-
         from newsletter.scaffold import new_issue
 
         created = new_issue(_config(), title, date=date.date() if date else None)
@@ -393,8 +398,6 @@ def archive(
 ) -> None:
     """Build the web archive: a page per published issue, an index, Atom and RSS feeds."""
     with _errors():
-        from rich.markup import escape
-
         from newsletter.archive import build_archive
 
         result = build_archive(_config(), out, drafts=drafts, templates=templates)
@@ -461,11 +464,20 @@ def _print_report(report: Report, as_json: bool, verbose: bool) -> None:
         typer.echo(json.dumps(report.to_json(), indent=2, default=str))
         return
     from rich.table import Table
+    from rich.text import Text
 
     out = _console()
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    grid = Table(show_header=False, box=None, pad_edge=False)
+    grid.add_column(style="bold")
+    grid.add_column()
+
+    class _Rows:
+        """Cells as plain text: subjects, paths and addresses are never markup."""
+
+        def add_row(self, label: str, value: str) -> None:
+            grid.add_row(label, Text(value))
+
+    table = _Rows()
     kind = (
         "dry run"
         if report.dry_run
@@ -481,7 +493,7 @@ def _print_report(report: Report, as_json: bool, verbose: bool) -> None:
     else:
         table.add_row(
             "Sent",
-            f"{report.sent} in {report.batches} requests"
+            f"{report.sent} in {report.batches} batches"
             + (f" ({report.retries} retried)" if report.retries else "")
             + (f", {report.sent / report.seconds:,.0f}/s" if report.seconds > 0 else ""),
         )
@@ -507,18 +519,19 @@ def _print_report(report: Report, as_json: bool, verbose: bool) -> None:
             )
     for path in report.previews:
         table.add_row("Preview", _show(Path(path)))
-    out.print(table)
+    out.print(grid)
     if verbose:
         for row in report.skipped_rows:
             out.print(
-                f"  line {row.line}: {row.email or '(empty)'}: {row.reason.value}: {row.detail}"
+                f"  line {row.line}: {row.email or '(empty)'}: {row.reason.value}: {row.detail}",
+                markup=False,
             )
     err = _console(stderr=True)
     for warning in report.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if report.outbox and report.sent and not report.dry_run:
         out.print(
-            f"[green]Mail landed in {_show(Path(report.outbox))}/new/[/green] "
+            f"[green]Mail landed in {escape(_show(Path(report.outbox)))}/new/[/green] "
             "(a Maildir: open it with any mail client)"
         )
 

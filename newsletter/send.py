@@ -333,8 +333,10 @@ class _Sender:
                 if attempt >= self.options.max_attempts:
                     self.report.failed += len(batch)
                     raise SendStopped(
-                        f"{exc}; gave up after {attempt} tries. Nobody in that batch got the "
-                        "issue: run the same command later to send to everyone who has not",
+                        self._clean(
+                            f"{exc}; gave up after {attempt} tries. Nobody in that batch got the "
+                            "issue: run the same command later to send to everyone who has not"
+                        ),
                         self.report,
                     ) from None
                 self.report.retries += 1
@@ -346,16 +348,24 @@ class _Sender:
                 self.unknown_streak += 1
                 if self.unknown_streak >= self.options.max_unknown_in_a_row:
                     raise SendStopped(
-                        f"{exc}. That is {self.unknown_streak} batches in a row with no answer, "
-                        "so the send stopped; check the provider, then rerun (recipients whose "
-                        "outcome is unknown are resent only with --retry-unknown)",
+                        self._clean(
+                            f"{exc}. That is {self.unknown_streak} batches in a row with no "
+                            "answer, so the send stopped; check the provider, then rerun "
+                            "(recipients whose outcome is unknown are resent only with "
+                            "--retry-unknown)"
+                        ),
                         self.report,
                     ) from None
                 return
             except PermanentProviderError as exc:
                 self._finish(batch_id, "failed", error=str(exc))
                 self.report.failed += len(batch)
-                raise SendStopped(str(exc), self.report) from None
+                raise SendStopped(self._clean(str(exc)), self.report) from None
+            except NewsletterError as exc:
+                # ours, raised while building the request (a header we refuse): nothing left
+                self._finish(batch_id, "failed", error=str(exc))
+                self.report.failed += len(batch)
+                raise
             except BaseException:
                 self._finish(batch_id, "unknown", error="interrupted while sending")
                 self.report.unknown += len(batch)
@@ -377,9 +387,12 @@ class _Sender:
                 self.on_progress(self.report.sent + self.report.rejected, total)
             return
 
+    def _clean(self, text: str) -> str:
+        return redact(text, self.secrets)
+
     def _finish(self, batch_id: int, status: str, *, error: str) -> None:
         if self.ledger:
-            self.ledger.finish_batch(batch_id, status, error=redact(error, self.secrets))
+            self.ledger.finish_batch(batch_id, status, error=self._clean(error))
 
 
 def send_issue(

@@ -550,12 +550,6 @@ def test_a_smtp_login_failure_and_a_refused_connection_leak_nothing(
     assert_no_secret(login.output, refused.output, root=ws)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="providers/smtp.py _refused() puts the server's reply in the error unredacted, and "
-    "send.py raises SendStopped(str(exc)) unredacted, which cli.py prints (report.stopped and "
-    "the ledger are redacted)",
-)
 def test_a_smtp_reply_that_echoes_secrets_leaks_nothing(ws: Path) -> None:
     with SMTPServer(username="mailer", password=PASSWORD) as server:
         server.inject(reply(554, f"5.7.1 rejected: {SMTP_ECHO}", at="DATA"))
@@ -566,12 +560,6 @@ def test_a_smtp_reply_that_echoes_secrets_leaks_nothing(ws: Path) -> None:
     assert_no_secret(result.output, root=ws)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="providers/smtp.py _deliver() keeps the server's RCPT refusal unredacted as the "
-    "rejected reason, and send.py writes it to the ledger (finish_batch(rejected=...)) and to "
-    "suppressions.csv as it is",
-)
 def test_a_smtp_refusal_that_echoes_secrets_leaks_nothing_into_ledger_or_suppressions(
     tmp_path: Path,
 ) -> None:
@@ -761,13 +749,6 @@ def test_a_second_send_of_the_same_issue_is_refused_while_the_first_runs(tmp_pat
 # --- messages are printed as text, whatever they hold -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py prints errors, warnings, skipped rows and the report table with rich markup "
-    "on, so editor or list text such as '[/x]' raises MarkupError (a traceback, even after a "
-    "successful send) and '[bold]' or '[redacted]' is swallowed; escape it (rich.markup.escape) "
-    "or print with markup=False",
-)
 def test_brackets_in_an_issue_or_a_list_are_printed_as_text(ws: Path) -> None:
     write_issue(
         ws,

@@ -105,7 +105,8 @@ class SMTPProvider:
     def _refused(
         self, stage: str, code: int, reply: bytes
     ) -> TransientProviderError | PermanentProviderError:
-        text = f"the SMTP server {self.where} answered {code} {_text(reply)} at {stage}"
+        answer = redact(_text(reply), self._secrets)
+        text = f"the SMTP server {self.where} answered {code} {answer} at {stage}"
         if code == 421:
             self._drop()
         elif self._conn is not None:
@@ -148,7 +149,7 @@ class SMTPProvider:
             if code not in (250, 251):
                 if 500 <= code < 600:
                     conn.rset()
-                    return f"rejected:{code} {_text(reply)}"
+                    return f"rejected:{code} {redact(_text(reply), self._secrets)}"
                 raise self._refused("RCPT TO", code, reply)
             code, reply = conn.docmd("DATA")
             if code != 354:
