@@ -22,13 +22,12 @@ from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from urllib.parse import quote
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.personalise import Filler, html_values, slot_values
 from newsletter.render import Rendered
-from newsletter.tokens import Signer, signer_from_env
+from newsletter.tokens import Signer, link, signer_from_env
 
 # "\n" line ends (smtplib turns them into CRLF on the wire). ASCII headers are folded only
 # past 998 characters: the stdlib's folding at 78 moves a whole subject onto a continuation
@@ -118,6 +117,11 @@ class Headers:
     unsubscribe_mailto: str | None = None
 
 
+def _subject(token: str) -> str:
+    """The mailto query asking to unsubscribe; tokens are URL-safe, so only the space is quoted."""
+    return f"subject=unsubscribe%20{token}"
+
+
 def list_unsubscribe(
     url: str | None, mailto: str | None, token: str, *, fold: bool = True
 ) -> str | None:
@@ -126,7 +130,7 @@ def list_unsubscribe(
     if url and url.startswith("https://"):
         parts.append(f"<{url}>")
     if mailto:
-        parts.append(f"<mailto:{mailto}?subject={quote('unsubscribe ' + token)}>")
+        parts.append(f"<mailto:{mailto}?{_subject(token)}>")
     return (",\n " if fold else ", ").join(parts) or None
 
 
@@ -257,13 +261,9 @@ def recipient(
     config: Config, signer: Signer, email: str, name: str, fields: Mapping[str, str] | None = None
 ) -> Recipient:
     """A subscriber's slot values: their columns, name, address and signed unsubscribe link."""
-    token = signer.token(email)
+    token = signer.token(email)  # once: signing is the costliest step per subscriber
     base = config.unsubscribe_url
-    url = (
-        signer.url(base, email)
-        if base
-        else f"mailto:{config.unsubscribe_mailto}?subject={quote('unsubscribe ' + token)}"
-    )
+    url = link(base, token) if base else f"mailto:{config.unsubscribe_mailto}?{_subject(token)}"
     values = dict(fields or {})
     values.update(email=email, name=name, unsubscribe_url=url, token=token)
     return Recipient(key=email.casefold(), email=email, name=name, fields=values)

@@ -12,7 +12,6 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
-from urllib.parse import quote
 
 from newsletter.errors import ConfigError, NewsletterError
 
@@ -68,8 +67,12 @@ class Signer:
         return address
 
     def url(self, base: str, address: str) -> str:
-        joiner = "&" if "?" in base else "?"
-        return f"{base}{joiner}token={quote(self.token(address), safe='.-_')}"
+        return link(base, self.token(address))
+
+
+def link(base: str, token: str) -> str:
+    """The unsubscribe page's URL for a token; tokens are URL-safe, so nothing is quoted."""
+    return f"{base}{'&' if '?' in base else '?'}token={token}"
 
 
 def signer_from_env(env: Mapping[str, str] | None, list_id: str, *, allow_local: bool) -> Signer:

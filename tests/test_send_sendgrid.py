@@ -257,3 +257,26 @@ def test_the_api_key_is_required(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="SENDGRID_API_KEY is not set"):
         send_issue(config(ws, {}), ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "Ann", 'O"Brien <b>&amp;', "Zoë \\ Ünal", "王小明", "tab\there", "\u2028odd", "x" * 500],
+)
+def test_the_json_text_body_is_the_payload(tmp_path: Path, name: str) -> None:
+    """The hand-assembled request body parses to exactly the dict the payload builder makes."""
+    import json
+
+    from newsletter.campaign import prepare
+    from newsletter.providers.sendgrid import PayloadBuilder
+
+    ws = workspace(tmp_path / "ws", 0, "sendgrid:\n  asm_group_id: 7\n")
+    campaign = prepare(config(ws, {}), ws / SAMPLE, allow_local_secret=False)
+    builder = PayloadBuilder(campaign, sandbox=True)
+    batch = [
+        campaign.recipient("ann@example.com", name, {"city": 'Oslo "N"'}),
+        campaign.recipient("bob@example.org", ""),
+    ]
+    body = builder.body(batch)
+    assert body.isascii()
+    assert json.loads(body) == builder.payload(batch)
