@@ -316,16 +316,17 @@ def dry_run_peak_kb(ws: Path, path: Path) -> tuple[int, int]:
     return json.loads(proc.stdout)["to_send"], peak
 
 
-@pytest.mark.skipif(not LONG, reason="the 200 MB list runs with NEWSLETTER_SOAK=long")
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_a_200_mb_list_streams_in_constant_memory(tmp_path: Path) -> None:
+    """200 MB in the long form; the short form streams 8 MB (about 200,000 rows) the same way."""
+    megabytes = 200 if LONG else 8
     ws = workspace(tmp_path / "ws", 0)
     small, big = ws / "small.csv", ws / "big.csv"
     small.write_text(readers(20_000), encoding="utf-8")
     rows = 0
     with big.open("w", encoding="utf-8") as fh:
         fh.write("email,name,city\n")
-        while fh.tell() < 200 * 1024 * 1024:
+        while fh.tell() < megabytes * 1024 * 1024:
             fh.write(
                 "".join(
                     f"r{rows + i:08d}@example.com,Reader {rows + i},Oslo\n" for i in range(10_000)
@@ -336,7 +337,7 @@ def test_a_200_mb_list_streams_in_constant_memory(tmp_path: Path) -> None:
     small_to_send, small_peak = dry_run_peak_kb(ws, small)
     big_to_send, big_peak = dry_run_peak_kb(ws, big)
     show(
-        "200 MB list, dry run",
+        f"{megabytes} MB list, dry run",
         {
             "rows": f"{big_to_send:,} ({big.stat().st_size / 2**20:.0f} MB)",
             "peak memory": f"{big_peak / 1024:.1f} MB (20,000 rows: {small_peak / 1024:.1f} MB)",
