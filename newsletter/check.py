@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from newsletter import markup
 from newsletter.config import Config
+from newsletter.errors import Problem
 from newsletter.issue import Issue
 from newsletter.message import sample_recipient
 from newsletter.render import GMAIL_CLIP_BYTES, Rendered
@@ -26,19 +27,14 @@ _LEFTOVER = re.compile(r"\bTK\b|\bTODO\b|\bFIXME\b|\blorem ipsum\b|\bXXX\b", re.
 _PLACEHOLDER_HOSTS = ("example.org", "example.com", "example.net")
 
 
-@dataclass(frozen=True)
-class Finding:
-    level: Literal["error", "warning"]
-    path: str
-    line: int | None
-    field: str | None
-    message: str
+Level = Literal["error", "warning"]
 
-    def __str__(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
+
+@dataclass(frozen=True)
+class Finding(Problem):
+    """A `Problem` the preflight found, an error or only a warning."""
+
+    level: Level = "error"
 
 
 class _Collect(HTMLParser):
@@ -75,9 +71,10 @@ def preflight(issue: Issue, rendered: Rendered, config: Config) -> list[Finding]
     """Every finding for one issue, errors and warnings, in file order."""
     findings: list[Finding] = []
 
-    def add(level: Literal["error", "warning"], loc: Loc | None, message: str) -> None:
+    def add(level: Level, loc: Loc | None, message: str) -> None:
         path, line = issue.where(loc or ())
-        findings.append(Finding(level, path, line, field_name(loc) if loc else None, message))
+        field = field_name(loc) if loc else None
+        findings.append(Finding(path, line, field, message, level=level))
 
     subject = rendered.subject
     if not SUBJECT_MIN <= len(subject) <= SUBJECT_MAX:
@@ -144,57 +141,27 @@ def _template_findings(rendered: Rendered, config: Config) -> list[Finding]:
     found = _Collect()
     found.feed(html)
     where = str(config.templates_dir or "templates")
-    findings = []
+    findings: list[Finding] = []
+
+    def add(template: str, message: str, level: Level = "error") -> None:
+        findings.append(Finding(where, None, template, message, level=level))
+
     unsubscribe = fields["unsubscribe_url"]
     if not any(href == unsubscribe for href, _ in found.links):
-        findings.append(
-            Finding(
-                "error",
-                where,
-                None,
-                "email.html",
-                "no unsubscribe link: use {{ unsubscribe_url }} in an <a href>",
-            )
-        )
+        add("email.html", "no unsubscribe link: use {{ unsubscribe_url }} in an <a href>")
     if unsubscribe not in text:
-        findings.append(
-            Finding(
-                "error",
-                where,
-                None,
-                "email.txt",
-                "no unsubscribe link: write {{ unsubscribe_url }} in the text",
-            )
-        )
+        add("email.txt", "no unsubscribe link: write {{ unsubscribe_url }} in the text")
     address = config.settings.postal_address
     if address not in html or address not in text:
-        findings.append(
-            Finding(
-                "error",
-                where,
-                None,
-                "email.html/email.txt",
-                "no postal address: use {{ newsletter.postal_address }} in both",
-            )
+        add(
+            "email.html/email.txt", "no postal address: use {{ newsletter.postal_address }} in both"
         )
     for src, alt in found.images:
         if alt is None:
-            findings.append(
-                Finding("error", where, None, "email.html", f"image {src} has no alt attribute")
-            )
+            add("email.html", f"image {src} has no alt attribute")
     for href, label in found.links:
         if href != unsubscribe and not _is_http(href) and not href.startswith("mailto:"):
-            findings.append(
-                Finding(
-                    "error",
-                    where,
-                    None,
-                    "email.html",
-                    f"link {href!r} is not an absolute http(s) URL",
-                )
-            )
+            add("email.html", f"link {href!r} is not an absolute http(s) URL")
         elif label.lower() in VAGUE_LINK_TEXT:
-            findings.append(
-                Finding("warning", where, None, "email.html", f"link text {label!r} is vague")
-            )
+            add("email.html", f"link text {label!r} is vague", "warning")
     return findings

@@ -100,5 +100,13 @@ def slot_values(slots: Slots, fields: Mapping[str, str]) -> list[str]:
     return [fields.get(s.field) or s.fallback for s in slots.slots]
 
 
+_SPECIAL = re.compile("[&<>\"']")
+
+
+def escape(value: str) -> str:
+    """`html.escape(value, quote=True)`, skipped for the common value that needs none."""
+    return html.escape(value, quote=True) if _SPECIAL.search(value) else value
+
+
 def html_values(raw: Sequence[str]) -> list[str]:
-    return [html.escape(v, quote=True) for v in raw]
+    return [escape(v) for v in raw]

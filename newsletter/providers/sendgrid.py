@@ -14,7 +14,6 @@ import json
 import time
 import urllib.error
 from collections.abc import Sequence
-from html import escape
 from typing import TYPE_CHECKING, Any
 
 from newsletter.config import redact, secrets, sendgrid_account
@@ -24,7 +23,7 @@ from newsletter.errors import (
     UnknownOutcomeError,
 )
 from newsletter.message import list_unsubscribe
-from newsletter.personalise import html_values, slot_values
+from newsletter.personalise import escape, html_values, slot_values
 from newsletter.providers import Sent
 
 if TYPE_CHECKING:
