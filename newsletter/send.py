@@ -14,6 +14,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -35,7 +36,7 @@ from newsletter.ledger import Ledger, Manifest, sha256_file, sha256_tree
 from newsletter.lock import send_lock
 from newsletter.message import MessageBuilder, Recipient
 from newsletter.output import write_atomic
-from newsletter.providers import Provider, open_provider
+from newsletter.providers import Provider, Sent, open_provider
 from newsletter.render import PACKAGE_TEMPLATES
 from newsletter.subscribers import Skipped, Subscriber, append_suppressions, read_subscribers
 from newsletter.tokens import SECRET_ENV
@@ -290,8 +291,24 @@ def dry_run(
     return report
 
 
+@dataclass
+class _Flight:
+    """A batch whose request is out: the ledger has it as pending until it is settled."""
+
+    batch: Sequence[Recipient]
+    batch_id: int
+    attempt: int
+    future: Future[Sent]
+
+
 class _Sender:
-    """Sends batches with retries and records every outcome in the ledger."""
+    """Sends batches with retries and records every outcome in the ledger.
+
+    One request is in flight at a time, on a worker thread, while the main thread reads and
+    checks the next batch: the wait for the provider overlaps the work on the list. The
+    ledger is written from the main thread only, in the same order as a plain loop: a
+    batch is pending before its request leaves and settled before the next one starts.
+    """
 
     def __init__(
         self,
@@ -304,10 +321,11 @@ class _Sender:
         on_progress: Progress | None,
         known_secrets: list[str],
         sleep: Callable[[float], None],
+        pool: ThreadPoolExecutor,
     ) -> None:
         self.provider, self.ledger, self.send_id, self.issue = provider, ledger, send_id, issue
         self.options, self.report, self.on_progress = options, report, on_progress
-        self.secrets, self.sleep = known_secrets, sleep
+        self.secrets, self.sleep, self.pool = known_secrets, sleep, pool
         self.unknown_streak = 0
         self.hard_bounces: list[tuple[str, str]] = []
 
@@ -317,33 +335,37 @@ class _Sender:
         wait = random.uniform(0, ceiling)
         return max(wait, retry_after or 0.0)
 
-    def send(self, batch: Sequence[Recipient], total: int | None) -> None:
+    def start(self, batch: Sequence[Recipient], attempt: int = 1) -> _Flight:
+        """Record the batch as pending, then send it on the worker thread."""
         pairs = [(r.key, r.email) for r in batch]
-        attempt = 0
+        batch_id = self.ledger.begin_batch(self.send_id, self.issue, pairs) if self.ledger else 0
+        self.report.batches += 1
+        return _Flight(batch, batch_id, attempt, self.pool.submit(self.provider.send, batch))
+
+    def settle(self, flight: _Flight, total: int | None) -> None:
+        """Wait for the batch's answer and record it, retrying what is worth retrying."""
         while True:
-            attempt += 1
-            batch_id = (
-                self.ledger.begin_batch(self.send_id, self.issue, pairs) if self.ledger else 0
-            )
-            self.report.batches += 1
+            batch = flight.batch
             try:
-                result = self.provider.send(batch)
+                result = flight.future.result()
             except TransientProviderError as exc:
-                self._finish(batch_id, "failed", error=str(exc))
-                if attempt >= self.options.max_attempts:
+                self._finish(flight.batch_id, "failed", error=str(exc))
+                if flight.attempt >= self.options.max_attempts:
                     self.report.failed += len(batch)
                     raise SendStopped(
                         self._clean(
-                            f"{exc}; gave up after {attempt} tries. Nobody in that batch got the "
-                            "issue: run the same command later to send to everyone who has not"
+                            f"{exc}; gave up after {flight.attempt} tries. Nobody in that batch "
+                            "got the issue: run the same command later to send to everyone who "
+                            "has not"
                         ),
                         self.report,
                     ) from None
                 self.report.retries += 1
-                self.sleep(self.delay(attempt, exc.retry_after))
+                self.sleep(self.delay(flight.attempt, exc.retry_after))
+                flight = self.start(batch, flight.attempt + 1)
                 continue
             except UnknownOutcomeError as exc:
-                self._finish(batch_id, "unknown", error=str(exc))
+                self._finish(flight.batch_id, "unknown", error=str(exc))
                 self.report.unknown += len(batch)
                 self.unknown_streak += 1
                 if self.unknown_streak >= self.options.max_unknown_in_a_row:
@@ -358,34 +380,56 @@ class _Sender:
                     ) from None
                 return
             except PermanentProviderError as exc:
-                self._finish(batch_id, "failed", error=str(exc))
+                self._finish(flight.batch_id, "failed", error=str(exc))
                 self.report.failed += len(batch)
                 raise SendStopped(self._clean(str(exc)), self.report) from None
             except NewsletterError as exc:
                 # ours, raised while building the request (a header we refuse): nothing left
-                self._finish(batch_id, "failed", error=str(exc))
+                self._finish(flight.batch_id, "failed", error=str(exc))
                 self.report.failed += len(batch)
                 raise
             except BaseException:
-                self._finish(batch_id, "unknown", error="interrupted while sending")
+                # interrupted while waiting: the request may be out
+                self._finish(flight.batch_id, "unknown", error="interrupted while sending")
                 self.report.unknown += len(batch)
                 raise
-            self.unknown_streak = 0
-            if self.ledger:
-                self.ledger.finish_batch(
-                    batch_id, "sent", provider_id=result.provider_id, rejected=result.rejected
-                )
-            self.report.sent += len(batch) - len(result.rejected)
-            self.report.rejected += len(result.rejected)
-            emails = {r.key: r.email for r in batch}
-            self.hard_bounces += [
-                (emails[k], reason)
-                for k, reason in result.rejected.items()
-                if reason[:3] in ("550", "551", "553")
-            ]
-            if self.on_progress:
-                self.on_progress(self.report.sent + self.report.rejected, total)
+            self._record(flight, result, total)
             return
+
+    def abandon(self, flight: _Flight) -> None:
+        """The send is stopping with a request out: wait for it and record it, no retries."""
+        try:
+            result = flight.future.result()
+        except UnknownOutcomeError as exc:
+            self._finish(flight.batch_id, "unknown", error=str(exc))
+            self.report.unknown += len(flight.batch)
+        except NewsletterError as exc:  # refused, or never left: nothing was delivered
+            self._finish(flight.batch_id, "failed", error=str(exc))
+            self.report.failed += len(flight.batch)
+        except BaseException:
+            self._finish(flight.batch_id, "unknown", error="interrupted while sending")
+            self.report.unknown += len(flight.batch)
+            raise
+        else:
+            self._record(flight, result, None)
+
+    def _record(self, flight: _Flight, result: Sent, total: int | None) -> None:
+        batch = flight.batch
+        self.unknown_streak = 0
+        if self.ledger:
+            self.ledger.finish_batch(
+                flight.batch_id, "sent", provider_id=result.provider_id, rejected=result.rejected
+            )
+        self.report.sent += len(batch) - len(result.rejected)
+        self.report.rejected += len(result.rejected)
+        emails = {r.key: r.email for r in batch}
+        self.hard_bounces += [
+            (emails[k], reason)
+            for k, reason in result.rejected.items()
+            if reason[:3] in ("550", "551", "553")
+        ]
+        if self.on_progress:
+            self.on_progress(self.report.sent + self.report.rejected, total)
 
     def _clean(self, text: str) -> str:
         return redact(text, self.secrets)
@@ -442,6 +486,8 @@ def send_issue(
         status = "failed"
         provider: Provider | None = None
         sender: _Sender | None = None
+        flight: _Flight | None = None
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsletter-send")
         try:
             provider = open_provider(options.provider, campaign, sandbox=sandbox)
             sender = _Sender(
@@ -454,11 +500,19 @@ def send_issue(
                 on_progress,
                 known_secrets,
                 sleep,
+                pool,
             )
             total = estimate_rows(list_path)
             recipients = _classify(stream, report, ledger, campaign, options, skip_log)
+            # Reading batch n+1 (the generator) overlaps the request of batch n.
             for batch in _chunks(recipients, provider.batch_size):
-                sender.send(batch, total)
+                if flight is not None:
+                    done, flight = flight, None
+                    sender.settle(done, total)
+                flight = sender.start(batch)
+            if flight is not None:
+                done, flight = flight, None
+                sender.settle(done, total)
             status = "finished"
         except SendStopped as exc:
             report.stopped = redact(str(exc), known_secrets)
@@ -471,6 +525,11 @@ def send_issue(
             report.stopped = "interrupted"
             raise
         finally:
+            try:
+                if flight is not None and sender is not None:
+                    sender.abandon(flight)
+            finally:
+                pool.shutdown(wait=True)
             stream.close()
             report.skipped_file = skip_log.close()
             if provider is not None:

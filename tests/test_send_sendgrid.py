@@ -23,6 +23,7 @@ from tests.servers.sendgrid import (
     drop_after_accept,
     drop_before_read,
     slow,
+    slow_answer,
     status,
 )
 from tests.workspace import SAMPLE
@@ -280,3 +281,35 @@ def test_the_json_text_body_is_the_payload(tmp_path: Path, name: str) -> None:
     body = builder.body(batch)
     assert body.isascii()
     assert json.loads(body) == builder.payload(batch)
+
+
+def test_a_stop_while_a_request_is_out_records_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sendgrid_server: SendGridServer
+) -> None:
+    """The next batch is read while one is in flight; Ctrl-C then still settles that one."""
+    from newsletter.campaign import Campaign
+
+    ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n")
+    sendgrid_server.inject(slow_answer(0.3))
+    real = Campaign.recipient
+    made = []
+
+    def recipient(self: Campaign, email: str, name: str, fields: object = None) -> object:
+        made.append(email)
+        if len(made) == 15:  # reading the second batch, the first still out
+            raise KeyboardInterrupt
+        return real(self, email, name, fields)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Campaign, "recipient", recipient)
+    with pytest.raises(KeyboardInterrupt):
+        send_issue(
+            config(ws, sg_env(sendgrid_server)),
+            ws / SAMPLE,
+            ws / "list.csv",
+            SendOptions(provider="sendgrid"),
+        )
+    assert sendgrid_server.accepted_count == 1
+    with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
+        assert ledger.counts(ISSUE_ID) == {"sent": 10}
+        (send,) = ledger.sends(ISSUE_ID)
+    assert send.status == "interrupted"
