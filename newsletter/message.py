@@ -22,6 +22,7 @@ from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from typing import NamedTuple
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
@@ -90,9 +91,12 @@ def _subject_header(subject: str) -> bytes:
     return b"Subject: " + encoded.encode("ascii")
 
 
-@dataclass(frozen=True)
-class Recipient:
-    """One subscriber as a message needs them: the address and every slot's field."""
+class Recipient(NamedTuple):
+    """One subscriber as a message needs them: the address and every slot's field.
+
+    A NamedTuple rather than a frozen dataclass: one is made per subscriber, and a tuple
+    is built in a third of the time.
+    """
 
     key: str
     email: str

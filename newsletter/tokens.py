@@ -25,12 +25,10 @@ class TokenError(NewsletterError):
     pass
 
 
-_URLSAFE = str.maketrans("+/", "-_")
-
-
 def _b64(data: bytes) -> str:
     """URL-safe base64 without padding (binascii directly: this runs once per subscriber)."""
-    return binascii.b2a_base64(data, newline=False).decode("ascii").translate(_URLSAFE).rstrip("=")
+    text = binascii.b2a_base64(data, newline=False).decode("ascii")
+    return text.replace("+", "-").replace("/", "_").rstrip("=")
 
 
 def _unb64(text: str) -> bytes:
