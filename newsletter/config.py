@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -136,7 +137,7 @@ class Config:
     def build_dir(self) -> Path:
         return self.root / "build"
 
-    @property
+    @cached_property
     def unsubscribe_url(self) -> str | None:
         """The https page that takes a token; defaults to `<web_base_url>/unsubscribe`."""
         s = self.settings
@@ -146,12 +147,12 @@ class Config:
             return s.web_base_url.rstrip("/") + "/unsubscribe"
         return None
 
-    @property
+    @cached_property
     def unsubscribe_mailto(self) -> str:
         s = self.settings
         return s.unsubscribe.mailto or s.reply_to or s.from_.email
 
-    @property
+    @cached_property
     def list_id(self) -> str:
         """RFC 2919 List-Id: a stable name for the list, under the sender's domain."""
         s = self.settings

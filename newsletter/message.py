@@ -268,6 +268,11 @@ def recipient(
     token = signer.token(email)  # once: signing is the costliest step per subscriber
     base = config.unsubscribe_url
     url = link(base, token) if base else f"mailto:{config.unsubscribe_mailto}?{_subject(token)}"
-    values = dict(fields or {})
-    values.update(email=email, name=name, unsubscribe_url=url, token=token)
-    return Recipient(key=email.casefold(), email=email, name=name, fields=values)
+    values = {
+        **(fields or {}),
+        "email": email,
+        "name": name,
+        "unsubscribe_url": url,
+        "token": token,
+    }
+    return Recipient(email.casefold(), email, name, values)
