@@ -38,7 +38,13 @@ from newsletter.message import MessageBuilder, Recipient
 from newsletter.output import write_atomic
 from newsletter.providers import Provider, Sent, open_provider
 from newsletter.render import PACKAGE_TEMPLATES
-from newsletter.subscribers import Skipped, Subscriber, append_suppressions, read_subscribers
+from newsletter.subscribers import (
+    Skipped,
+    Subscriber,
+    SubscriberStream,
+    append_suppressions,
+    read_subscribers,
+)
 from newsletter.tokens import SECRET_ENV
 
 T = TypeVar("T")
@@ -208,8 +214,8 @@ def _classify(
     issue = campaign.issue.id
     for chunk in _chunks(stream, _LOOKUP_CHUNK):
         subscribers: list[Subscriber] = []
+        report.rows += len(chunk)
         for item in chunk:
-            report.rows += 1
             if isinstance(item, Skipped):
                 report.skip(item)
                 skip_log.write(item)
@@ -231,7 +237,9 @@ def _classify(
                 yield campaign.recipient(sub.email, sub.name, sub.fields)
 
 
-def _open_list(path: Path, config: Config, options: SendOptions, campaign: Campaign) -> Any:
+def _open_list(
+    path: Path, config: Config, options: SendOptions, campaign: Campaign
+) -> SubscriberStream:
     stream = read_subscribers(
         path, tags=options.tags, suppressions=suppressions_path(config, options)
     )
