@@ -51,7 +51,6 @@ import contextlib
 import hmac
 import json
 import os
-import random
 import re
 import socket
 import socketserver
@@ -72,6 +71,8 @@ import email_validator
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
+
+from tests.servers.faults import FaultPlan
 
 TEST_API_KEY = "SG.test-key-for-the-loopback-server"
 SPEC_ENV = "NEWSLETTER_SENDGRID_SPEC"
@@ -451,9 +452,7 @@ class SendGridServer:
         self._lock = threading.Lock()
         self._accepted: list[Accepted] = []
         self._sandboxed: list[Accepted] = []
-        self._queue: collections.deque[Fault] = collections.deque()
-        self._random: tuple[random.Random, float, tuple[Fault, ...]] | None = None
-        self._faults_injected: collections.Counter[str] = collections.Counter()
+        self._faults: FaultPlan[Fault] = FaultPlan()
         self._requests = 0
         self._accepted_count = 0
         self._recipients = 0
@@ -504,16 +503,14 @@ class SendGridServer:
 
     def inject(self, *faults: Fault) -> None:
         """Queue faults for the next requests, one each, in order."""
-        with self._lock:
-            self._queue.extend(faults)
+        self._faults.inject(*faults)
 
     def random_faults(
         self, seed: int, rate: float, kinds: Sequence[Fault] = DEFAULT_FAULT_KINDS
     ) -> None:
         """After the queue is empty, give each request a fault drawn from `kinds` with
         probability `rate`, reproducibly for `seed` (rate 0 turns it off)."""
-        with self._lock:
-            self._random = (random.Random(seed), rate, tuple(kinds)) if rate > 0 else None
+        self._faults.random(seed, rate, kinds)
 
     # what happened (snapshots, safe to read while requests run)
 
@@ -545,8 +542,7 @@ class SendGridServer:
     @property
     def faults_injected(self) -> collections.Counter[str]:
         """How many of each fault were applied, by `Fault.label`."""
-        with self._lock:
-            return collections.Counter(self._faults_injected)
+        return self._faults.injected
 
     def deliveries(self) -> list[Delivered]:
         """One `Delivered` per recipient of every accepted request, in order."""
@@ -557,14 +553,7 @@ class SendGridServer:
     def _next_fault(self) -> Fault | None:
         with self._lock:
             self._requests += 1
-            fault = self._queue.popleft() if self._queue else None
-            if fault is None and self._random is not None:
-                rng, rate, kinds = self._random
-                if rng.random() < rate:
-                    fault = rng.choice(kinds)
-            if fault is not None:
-                self._faults_injected[fault.label] += 1
-            return fault
+        return self._faults.draw()
 
     def _track(self, connection: socket.socket, open_: bool) -> None:
         with self._lock:

@@ -40,7 +40,6 @@ import email
 import email.message
 import email.policy
 import hmac
-import random
 import socket
 import threading
 import weakref
@@ -50,6 +49,8 @@ from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from tests.servers.faults import FaultPlan
 
 HOST = "127.0.0.1"
 DEFAULT_TEXTS = {
@@ -132,9 +133,7 @@ class SMTPServer:
         self._lock = threading.Lock()
         self._messages: list[Received] = []
         self._rejected: dict[str, str] = {}
-        self._queue: collections.deque[SMTPFault] = collections.deque()
-        self._random: tuple[random.Random, float, tuple[SMTPFault, ...]] | None = None
-        self._faults_injected: collections.Counter[str] = collections.Counter()
+        self._faults: FaultPlan[SMTPFault] = FaultPlan()
         self._connections = 0
         self._transactions = 0
         self._sessions: set[_SMTP] = set()  # the open connections, touched in the loop thread
@@ -192,16 +191,14 @@ class SMTPServer:
 
     def inject(self, *faults: SMTPFault) -> None:
         """Queue faults for the next transactions, one each, in order."""
-        with self._lock:
-            self._queue.extend(faults)
+        self._faults.inject(*faults)
 
     def random_faults(
         self, seed: int, rate: float, kinds: Sequence[SMTPFault] = DEFAULT_FAULT_KINDS
     ) -> None:
         """After the queue is empty, give each transaction a fault drawn from `kinds` with
         probability `rate`, reproducibly for `seed` (rate 0 turns it off)."""
-        with self._lock:
-            self._random = (random.Random(seed), rate, tuple(kinds)) if rate > 0 else None
+        self._faults.random(seed, rate, kinds)
 
     # what happened (snapshots)
 
@@ -222,8 +219,7 @@ class SMTPServer:
 
     @property
     def faults_injected(self) -> collections.Counter[str]:
-        with self._lock:
-            return collections.Counter(self._faults_injected)
+        return self._faults.injected
 
     # called in the loop thread
 
@@ -243,14 +239,7 @@ class SMTPServer:
     def _next_fault(self) -> SMTPFault | None:
         with self._lock:
             self._transactions += 1
-            fault = self._queue.popleft() if self._queue else None
-            if fault is None and self._random is not None:
-                rng, rate, kinds = self._random
-                if rng.random() < rate:
-                    fault = rng.choice(kinds)
-            if fault is not None:
-                self._faults_injected[fault.label] += 1
-            return fault
+        return self._faults.draw()
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
