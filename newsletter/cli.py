@@ -471,27 +471,23 @@ def _print_report(report: Report, as_json: bool, verbose: bool) -> None:
     grid.add_column(style="bold")
     grid.add_column()
 
-    class _Rows:
-        """Cells as plain text: subjects, paths and addresses are never markup."""
+    def row(label: str, value: str) -> None:
+        grid.add_row(label, Text(value))  # plain text: subjects and addresses are never markup
 
-        def add_row(self, label: str, value: str) -> None:
-            grid.add_row(label, Text(value))
-
-    table = _Rows()
     kind = (
         "dry run"
         if report.dry_run
         else ("sandbox (nothing delivered)" if report.sandbox else "send")
     )
-    table.add_row("Issue", f"{report.issue} ({kind})")
-    table.add_row("Subject", report.subject)
+    row("Issue", f"{report.issue} ({kind})")
+    row("Subject", report.subject)
     where = f" -> {report.outbox}" if report.outbox else ""
-    table.add_row("Provider", report.provider + where)
-    table.add_row("List", f"{report.list_path}: {report.rows} rows, {report.recipients} recipients")
+    row("Provider", report.provider + where)
+    row("List", f"{report.list_path}: {report.rows} rows, {report.recipients} recipients")
     if report.dry_run:
-        table.add_row("Would send", f"{report.to_send} in {report.batches} batches")
+        row("Would send", f"{report.to_send} in {report.batches} batches")
     else:
-        table.add_row(
+        row(
             "Sent",
             f"{report.sent} in {report.batches} batches"
             + (f" ({report.retries} retried)" if report.retries else "")
@@ -507,23 +503,24 @@ def _print_report(report: Report, as_json: bool, verbose: bool) -> None:
     }
     for label, count in extra.items():
         if count:
-            table.add_row("", f"{count} {label}")
+            row("", f"{count} {label}")
     if report.skipped:
         reasons = ", ".join(f"{n} {reason}" for reason, n in report.skipped.most_common())
-        table.add_row("Skipped", f"{sum(report.skipped.values())} rows: {reasons}")
+        row("Skipped", f"{sum(report.skipped.values())} rows: {reasons}")
         if report.skipped_file:
-            table.add_row(
+            row(
                 "",
                 f"every skipped row: {_show(Path(report.skipped_file))}"
                 + ("" if verbose else " (or --verbose)"),
             )
     for path in report.previews:
-        table.add_row("Preview", _show(Path(path)))
+        row("Preview", _show(Path(path)))
     out.print(grid)
     if verbose:
-        for row in report.skipped_rows:
+        for skipped in report.skipped_rows:
             out.print(
-                f"  line {row.line}: {row.email or '(empty)'}: {row.reason.value}: {row.detail}",
+                f"  line {skipped.line}: {skipped.email or '(empty)'}: "
+                f"{skipped.reason.value}: {skipped.detail}",
                 markup=False,
             )
     err = _console(stderr=True)
