@@ -71,13 +71,12 @@ class SubscriberView:
 class Filler:
     """One part (HTML or text) split at its slots, ready to be joined per subscriber."""
 
-    def __init__(self, rendered: str, slots: Slots, part: str, escape: bool) -> None:
+    def __init__(self, rendered: str, slots: Slots, part: str) -> None:
         self.chunks = slots.pattern(part).split(rendered)
         prefix = f"nl{slots.nonce}{part}"
         self.positions = [
             (i, int(self.chunks[i][len(prefix) : -1])) for i in range(1, len(self.chunks), 2)
         ]
-        self.escape = escape
 
     def fill(self, values: Sequence[str]) -> str:
         chunks = self.chunks.copy()

@@ -69,11 +69,11 @@ class Rendered:
 
     @cached_property
     def html_filler(self) -> Filler:
-        return Filler(self.html, self.slots, "h", escape=True)
+        return Filler(self.html, self.slots, "h")
 
     @cached_property
     def text_filler(self) -> Filler:
-        return Filler(self.text, self.slots, "t", escape=False)
+        return Filler(self.text, self.slots, "t")
 
     @property
     def html_bytes(self) -> int:

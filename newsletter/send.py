@@ -34,7 +34,7 @@ from newsletter.errors import (
 )
 from newsletter.ledger import Ledger, Manifest, sha256_file, sha256_tree
 from newsletter.lock import send_lock
-from newsletter.message import MessageBuilder, Recipient
+from newsletter.message import Recipient
 from newsletter.output import write_atomic
 from newsletter.providers import Provider, Sent, open_provider
 from newsletter.render import PACKAGE_TEMPLATES
@@ -286,10 +286,9 @@ def dry_run(
         report.skipped_file = skip_log.close()
         if ledger:
             ledger.close()
-    builder = MessageBuilder(campaign.rendered, campaign.headers)
     for n, recipient in enumerate(shown, start=1):
         name = f"{n:02d}-{recipient.email.replace('/', '_')}.eml"
-        report.previews.append(str(write_atomic(out / name, builder.build(recipient))))
+        report.previews.append(str(write_atomic(out / name, campaign.builder.build(recipient))))
     if shown:
         html, text = campaign.rendered.personalise(shown[0].fields)
         report.previews.append(str(write_atomic(out / "index.html", html)))
@@ -430,12 +429,9 @@ class _Sender:
             )
         self.report.sent += len(batch) - len(result.rejected)
         self.report.rejected += len(result.rejected)
-        emails = {r.key: r.email for r in batch}
-        self.hard_bounces += [
-            (emails[k], reason)
-            for k, reason in result.rejected.items()
-            if reason[:3] in ("550", "551", "553")
-        ]
+        if result.hard_bounces:
+            emails = {r.key: r.email for r in batch}
+            self.hard_bounces += [(emails[k], result.rejected[k]) for k in result.hard_bounces]
         if self.on_progress:
             self.on_progress(self.report.sent + self.report.rejected, total)
 

@@ -26,6 +26,8 @@ class Sent:
 
     provider_id: str | None
     rejected: Mapping[str, str] = field(default_factory=dict)  # key -> reason
+    #: Of the rejected keys, those whose mailbox will never take mail: they are suppressed.
+    hard_bounces: frozenset[str] = frozenset()
 
 
 class Provider(Protocol):

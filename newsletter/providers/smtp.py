@@ -12,7 +12,7 @@ import re
 import smtplib
 import ssl
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from newsletter.config import SMTPServer, redact, secrets, smtp_server
 from newsletter.errors import (
@@ -31,6 +31,13 @@ HARD_BOUNCE = frozenset({550, 551, 553})
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
+class _Refused(NamedTuple):
+    """The server refused this one address (RCPT): the message was not sent to it."""
+
+    code: int | None
+    reason: str
+
+
 def _text(reply: bytes | str) -> str:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
     return " ".join(text.split())[:300]
@@ -46,7 +53,6 @@ class SMTPProvider:
         self.sender = campaign.headers.from_email
         self._secrets = secrets(campaign.config)
         self._conn: smtplib.SMTP | None = None
-        self.connections = 0
 
     @property
     def where(self) -> str:
@@ -92,7 +98,6 @@ class SMTPProvider:
                 f"cannot connect to the SMTP server {self.where}: "
                 f"{redact(str(exc) or type(exc).__name__, self._secrets)}"
             ) from None
-        self.connections += 1
         return conn
 
     def _drop(self) -> None:
@@ -123,22 +128,22 @@ class SMTPProvider:
         message_id = self.builder.message_id()
         data = self.builder.build(recipient, message_id=message_id).replace(b"\n", b"\r\n")
         outcome = self._deliver(recipient.email, data)
-        if outcome.startswith("rejected:"):
-            return Sent(
-                provider_id=None, rejected={recipient.key: outcome.removeprefix("rejected:")}
-            )
+        if isinstance(outcome, _Refused):
+            key = recipient.key
+            hard = frozenset({key}) if outcome.code in HARD_BOUNCE else frozenset()
+            return Sent(provider_id=None, rejected={key: outcome.reason}, hard_bounces=hard)
         return Sent(provider_id=f"{message_id} {outcome}")
 
-    def _deliver(self, rcpt: str, data: bytes) -> str:
-        """The server's queue id for the message, or "rejected:<reason>" for a refused address."""
+    def _deliver(self, rcpt: str, data: bytes) -> str | _Refused:
+        """The server's answer to the message (its queue id), or why it refused the address."""
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
         options = []
         if not rcpt.isascii():
             if not conn.has_extn("smtputf8"):
-                return (
-                    f"rejected:the server {self.where} cannot take non-ASCII addresses (SMTPUTF8)"
+                return _Refused(
+                    None, f"the server {self.where} cannot take non-ASCII addresses (SMTPUTF8)"
                 )
             options.append("SMTPUTF8")
         try:
@@ -149,7 +154,7 @@ class SMTPProvider:
             if code not in (250, 251):
                 if 500 <= code < 600:
                     conn.rset()
-                    return f"rejected:{code} {redact(_text(reply), self._secrets)}"
+                    return _Refused(code, f"{code} {redact(_text(reply), self._secrets)}")
                 raise self._refused("RCPT TO", code, reply)
             code, reply = conn.docmd("DATA")
             if code != 354:
