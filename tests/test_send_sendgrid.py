@@ -176,6 +176,27 @@ def test_a_wrong_key_says_so_and_never_prints_the_key(
     assert wrong.encode() not in (ws / ".newsletter" / "ledger.sqlite").read_bytes()
 
 
+def test_the_client_librarys_debug_log_shows_neither_key_nor_addresses(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, sendgrid_server: SendGridServer
+) -> None:
+    """python_http_client logs every request's headers and body at DEBUG, if asked to."""
+    import logging
+
+    ws = workspace(tmp_path / "ws", 3)
+    caplog.set_level(logging.DEBUG, logger="python_http_client.client")
+    cfg = config(ws, sg_env(sendgrid_server))
+    report = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    assert report.sent == 3
+    log = caplog.text
+    assert "PAYLOAD: <" in log and " bytes>" in log  # the body, by its size
+    assert "Authorization" in log and "[redacted]" in log
+    assert sendgrid_server.api_key not in log and SECRET not in log
+    assert "@example.com" not in log
+    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(3)}
+    logger = logging.getLogger("python_http_client.client")
+    assert not logger.filters  # the provider's filter went with it
+
+
 def test_lost_answers_are_unknown_and_resent_only_on_request(
     tmp_path: Path, sendgrid_server: SendGridServer
 ) -> None:
