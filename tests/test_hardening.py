@@ -379,6 +379,19 @@ def test_a_token_works_for_its_own_address_and_list_only() -> None:
             weekly.verify(forged)
 
 
+@pytest.mark.parametrize("address", ["ann@example.com", "zoë.ünal@example.com", "x" * 300])
+def test_the_mac_is_hmac_sha256_so_links_already_sent_keep_working(address: str) -> None:
+    """Pinned: the key is HMAC-SHA256(secret, list id), the MAC its HMAC of the address."""
+    import base64
+    import hashlib
+
+    key = hmac.new(SECRET.encode(), b"weekly.example.org", hashlib.sha256).digest()
+    mac = hmac.digest(key, address.encode(), "sha256")[:16]
+    expected = base64.urlsafe_b64encode(mac).decode().rstrip("=")
+    token = Signer(SECRET, "weekly.example.org").token(address)
+    assert token.partition(".")[2] == expected
+
+
 def test_every_changed_or_shortened_token_is_refused() -> None:
     signer = Signer(SECRET, "weekly.example.org")
     token = signer.token("zoë.ünal@example.com")
