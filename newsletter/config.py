@@ -64,6 +64,8 @@ class SendGridSettings(_Model):
     category: Line = "newsletter"
     asm_group_id: int | None = None
     batch_size: int = Field(default=1000, ge=1, le=1000)
+    #: Requests out at once: the API takes 100-300 ms to answer each one.
+    concurrent_requests: int = Field(default=4, ge=1, le=16)
 
 
 class SMTPSettings(_Model):

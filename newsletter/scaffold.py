@@ -326,6 +326,7 @@ sendgrid:
   category: newsletter                # the category every message is tagged with
   asm_group_id:                       # a SendGrid unsubscribe group; empty: none
   batch_size: 1000                    # recipients per request, at most 1000
+  concurrent_requests: 4              # requests out at once, 1-16
 
 # The SMTP provider (its password comes from SMTP_PASSWORD).
 smtp:

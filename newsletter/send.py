@@ -12,7 +12,7 @@ import csv
 import math
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -311,10 +311,11 @@ class _Flight:
 class _Sender:
     """Sends batches with retries and records every outcome in the ledger.
 
-    One request is in flight at a time, on a worker thread, while the main thread reads and
-    checks the next batch: the wait for the provider overlaps the work on the list. The
-    ledger is written from the main thread only, in the same order as a plain loop: a
-    batch is pending before its request leaves and settled before the next one starts.
+    Up to `provider.concurrency` requests are out at once, each on a worker thread, while
+    the main thread reads and checks the next batch: the waits for the provider overlap
+    each other and the work on the list. The ledger is written from the main thread only:
+    a batch is pending before its request leaves, and batches are settled in the order
+    they started.
     """
 
     def __init__(
@@ -490,10 +491,13 @@ def send_issue(
         status = "failed"
         provider: Provider | None = None
         sender: _Sender | None = None
-        flight: _Flight | None = None
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsletter-send")
+        flights: deque[_Flight] = deque()
+        pool: ThreadPoolExecutor | None = None
         try:
             provider = open_provider(options.provider, campaign, sandbox=sandbox)
+            pool = ThreadPoolExecutor(
+                max_workers=provider.concurrency, thread_name_prefix="newsletter-send"
+            )
             sender = _Sender(
                 provider,
                 None if sandbox else ledger,
@@ -508,15 +512,13 @@ def send_issue(
             )
             total = estimate_rows(list_path)
             recipients = _classify(stream, report, ledger, campaign, options, skip_log)
-            # Reading batch n+1 (the generator) overlaps the request of batch n.
+            # Reading the next batch (the generator) overlaps the requests out.
             for batch in _chunks(recipients, provider.batch_size):
-                if flight is not None:
-                    done, flight = flight, None
-                    sender.settle(done, total)
-                flight = sender.start(batch)
-            if flight is not None:
-                done, flight = flight, None
-                sender.settle(done, total)
+                while len(flights) >= provider.concurrency:
+                    sender.settle(flights.popleft(), total)
+                flights.append(sender.start(batch))
+            while flights:
+                sender.settle(flights.popleft(), total)
             status = "finished"
         except SendStopped as exc:
             report.stopped = redact(str(exc), known_secrets)
@@ -530,10 +532,11 @@ def send_issue(
             raise
         finally:
             try:
-                if flight is not None and sender is not None:
-                    sender.abandon(flight)
+                while flights and sender is not None:
+                    sender.abandon(flights.popleft())
             finally:
-                pool.shutdown(wait=True)
+                if pool is not None:
+                    pool.shutdown(wait=True)
             stream.close()
             report.skipped_file = skip_log.close()
             if provider is not None:

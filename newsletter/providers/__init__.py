@@ -34,6 +34,9 @@ class Provider(Protocol):
     name: str
     #: Recipients per request: SendGrid takes up to 1000; SMTP and the outbox one message each.
     batch_size: int
+    #: Requests that may be out at once, each from its own thread: several for SendGrid (a
+    #: connection each); one for SMTP (one connection) and the outbox.
+    concurrency: int
 
     def send(self, batch: Sequence[Recipient]) -> Sent: ...
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 class Outbox:
     name = "outbox"
     batch_size = 1
+    concurrency = 1
 
     def __init__(self, campaign: Campaign) -> None:
         self.path = campaign.config.outbox_dir

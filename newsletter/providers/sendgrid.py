@@ -235,6 +235,7 @@ class SendGridProvider:
         self.host = account.host
         self.sandbox = sandbox
         self.batch_size = campaign.config.settings.sendgrid.batch_size
+        self.concurrency = campaign.config.settings.sendgrid.concurrent_requests
         self.payloads = PayloadBuilder(campaign, sandbox=sandbox)
         self._secrets = secrets(campaign.config)
         self._client = SendGridAPIClient(api_key=account.api_key, host=account.host)

@@ -46,6 +46,7 @@ def _text(reply: bytes | str) -> str:
 class SMTPProvider:
     name = "smtp"
     batch_size = 1
+    concurrency = 1
 
     def __init__(self, campaign: Campaign, server: SMTPServer | None = None) -> None:
         self.server = server or smtp_server(campaign.config)

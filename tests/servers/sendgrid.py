@@ -456,6 +456,8 @@ class SendGridServer:
         self._requests = 0
         self._accepted_count = 0
         self._recipients = 0
+        self._handling = 0
+        self._peak_handling = 0
         self._connections: set[socket.socket] = set()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -540,6 +542,11 @@ class SendGridServer:
         return self._recipients
 
     @property
+    def peak_concurrent_requests(self) -> int:
+        """The most requests the server was handling at one moment (read to answered)."""
+        return self._peak_handling
+
+    @property
     def faults_injected(self) -> collections.Counter[str]:
         """How many of each fault were applied, by `Fault.label`."""
         return self._faults.injected
@@ -554,6 +561,17 @@ class SendGridServer:
         with self._lock:
             self._requests += 1
         return self._faults.draw()
+
+    @contextlib.contextmanager
+    def _handling_one(self) -> Iterator[None]:
+        with self._lock:
+            self._handling += 1
+            self._peak_handling = max(self._peak_handling, self._handling)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._handling -= 1
 
     def _track(self, connection: socket.socket, open_: bool) -> None:
         with self._lock:
@@ -679,6 +697,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
 
     def do_POST(self) -> None:
+        with self.server.owner._handling_one():
+            self._handle_post()
+
+    def _handle_post(self) -> None:
         fault = self.fault
         raw = self._read_body()
         if fault is not None and fault.kind == "slow":
