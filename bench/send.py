@@ -1,7 +1,7 @@
 """Benchmark: sending an issue through SendGrid and SMTP, a dry run, and the naive way.
 
 Run by hand from the repository root: `.venv/bin/python bench/send.py [--quick] [--only NAME]...`
-with NAME among sendgrid, smtp, dryrun, naive (default: all). Prints medians of several
+with NAME among sendgrid, latency, smtp, dryrun, naive (default: all). Prints medians of several
 runs measured side by side in one run, as a Markdown table; the figures go in
 docs/benchmarks.md. Exits 1 if a target is missed.
 
@@ -10,6 +10,9 @@ docs/benchmarks.md. Exits 1 if a target is missed.
               server do not share a GIL. Each send runs in a fresh process, which reports
               its peak RSS; 100,000-row sends run alongside to show that memory is flat.
               The server counts recipients, and the count must equal the rows.
+    latency   20,000 subscribers to the same server made to answer each request 150 ms
+              late, as the real API takes 100-300 ms: one request out at a time against
+              the default four (`sendgrid.concurrent_requests`).
     smtp      10,000 subscribers over one connection to Postfix's smtp-sink (fetched with
               `apt-get download postfix` into a cache folder if missing), beside a bare
               smtplib loop sending the same number of pre-built messages of the same size.
@@ -49,7 +52,8 @@ NEWSLETTER = Path(sys.executable).with_name("newsletter")
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 API_KEY = "SG.bench-key-for-the-loopback-server"
 SINK_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "newsletter-bench"
-BENCHMARKS = ("sendgrid", "smtp", "dryrun", "naive")
+BENCHMARKS = ("sendgrid", "latency", "smtp", "dryrun", "naive")
+LATENCY = 0.150
 
 
 # --- results --------------------------------------------------------------------------------
@@ -157,8 +161,10 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 _SERVER = """\
 import sys
 sys.path.insert(0, sys.argv[1])
-from tests.servers.sendgrid import SendGridServer
+from tests.servers.sendgrid import SendGridServer, slow_answer
 with SendGridServer(sys.argv[2], validate=False, record=False, count_recipients=True) as s:
+    if float(sys.argv[3]):
+        s.random_faults(1, 1.0, [slow_answer(float(sys.argv[3]))])
     print(s.url, flush=True)
     for line in sys.stdin:
         if line.strip() != "count":
@@ -170,9 +176,10 @@ with SendGridServer(sys.argv[2], validate=False, record=False, count_recipients=
 class ServerProcess:
     """The SendGrid-like server in a process of its own, asked for its counters over a pipe."""
 
-    def __init__(self) -> None:
+    def __init__(self, latency: float = 0.0) -> None:
+        """`latency`: seconds the server waits before answering each request."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER, str(REPO), API_KEY],
+            [sys.executable, "-c", _SERVER, str(REPO), API_KEY, str(latency)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -214,11 +221,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def sendgrid_child(list_path: Path, url: str, scratch: Path) -> None:
+def sendgrid_child(list_path: Path, url: str, scratch: Path, concurrency: str = "") -> None:
     """In a fresh process: one send, then its time and peak RSS as JSON on stdout."""
     from newsletter.send import SendOptions, send_issue
 
     root = workspace(scratch)
+    if concurrency:
+        with (root / "newsletter.yaml").open("a", encoding="utf-8") as fh:
+            fh.write(f"sendgrid:\n  concurrent_requests: {concurrency}\n")
     config = load(root, {"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": url})
     seconds, report = timed(
         lambda: send_issue(config, root / SAMPLE, list_path, SendOptions(provider="sendgrid"))
@@ -237,11 +247,13 @@ def sendgrid_child(list_path: Path, url: str, scratch: Path) -> None:
 
 
 def sendgrid_once(
-    server: ServerProcess, list_path: Path, rows: int, scratch: Path
+    server: ServerProcess, list_path: Path, rows: int, scratch: Path, concurrency: int = 0
 ) -> dict[str, Any]:
+    """One send in a child process; `concurrency` 0 keeps the configured default."""
     before = server.counts()
+    child = [sys.executable, __file__, "--child-sendgrid", str(list_path), server.url, str(scratch)]
     out = subprocess.run(
-        [sys.executable, __file__, "--child-sendgrid", str(list_path), server.url, str(scratch)],
+        child + ([str(concurrency)] if concurrency else []),
         check=True,
         capture_output=True,
         text=True,
@@ -308,6 +320,34 @@ def bench_sendgrid(quick: bool, scratch: Path) -> list[Result]:
             higher_is_better=False,
             note=f"VmHWM; ru_maxrss median {statistics.median(maxrss[large]):.0f} MB; "
             f"{growth:+.1f} MB over the {small:,}-row send (flat: within a few MB)",
+        ),
+    ]
+
+
+def bench_latency(quick: bool, scratch: Path) -> list[Result]:
+    rows = 10_000 if quick else 20_000
+    list_path = write_list(scratch / f"list-{rows}.csv", rows)
+    rates: dict[int, list[float]] = {1: [], 4: []}
+    server = ServerProcess(latency=LATENCY)
+    try:
+        for i in range(3):
+            for concurrency in rates:
+                run = sendgrid_once(server, list_path, rows, scratch, concurrency)
+                rates[concurrency].append(rows / run["seconds"])
+                print(
+                    f"  latency run {i + 1}/3, {concurrency} out at once: {run['seconds']:.2f} s",
+                    flush=True,
+                )
+    finally:
+        server.close()
+    ms = f"{LATENCY * 1000:.0f} ms"
+    return [
+        Result(f"SendGrid, answers {ms} late, 1 request out", "recipients/s", rates[1]),
+        Result(
+            f"SendGrid, answers {ms} late, 4 requests out",
+            "recipients/s",
+            rates[4],
+            note=f"{statistics.median(rates[4]) / statistics.median(rates[1]):.1f}x one at a time",
         ),
     ]
 
@@ -605,8 +645,8 @@ def scratch_dir() -> Iterator[Path]:
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--child-sendgrid":
-        sendgrid_child(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "--child-sendgrid":
+        sendgrid_child(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), *sys.argv[5:])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -631,6 +671,9 @@ def main() -> None:
         if "sendgrid" in chosen:
             print("SendGrid ...", flush=True)
             results += bench_sendgrid(args.quick, scratch)
+        if "latency" in chosen:
+            print("SendGrid with slow answers ...", flush=True)
+            results += bench_latency(args.quick, scratch)
         if "smtp" in chosen:
             print("SMTP ...", flush=True)
             smtp_results = bench_smtp(args.quick, scratch)
