@@ -335,6 +335,40 @@ def send(
 
 
 @app.command()
+def unsubscribe(
+    requests: Annotated[
+        list[str],
+        typer.Argument(
+            help="Unsubscribe tokens, links or mail subjects; - reads them from stdin, one a line.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Put the readers behind unsubscribe requests on the suppression list."""
+    with _errors():
+        from newsletter.unsubscribe import unsubscribe as suppress
+
+        config = _config()
+        given = [
+            line for r in requests for line in (sys.stdin.read().splitlines() if r == "-" else [r])
+        ]
+        result = suppress(config, given, config.suppressions_path)
+        console = _console()
+        for address in result.addresses:
+            console.print(f"  {escape(address)}")
+        where = _show(config.suppressions_path)
+        console.print(
+            f"[green]{result.added} added[/green] to {escape(where)}"
+            + (f", {result.already} there already" if result.already else "")
+        )
+        if result.refused:
+            err = _console(stderr=True)
+            for text, reason in result.refused:
+                err.print(f"[red]error:[/red] {escape(text)}: {escape(reason)}")
+            raise typer.Exit(int(ExitCode.ERROR))
+
+
+@app.command()
 def init(
     directory: Annotated[
         Path, typer.Argument(help="The folder to set up; made if missing.", show_default=False)

@@ -139,6 +139,11 @@ class Config:
     def build_dir(self) -> Path:
         return self.root / "build"
 
+    @property
+    def suppressions_path(self) -> Path:
+        """Addresses never to mail: unsubscribe requests and hard bounces are added here."""
+        return self.root / "suppressions.csv"
+
     @cached_property
     def unsubscribe_url(self) -> str | None:
         """The https page that takes a token; defaults to `<web_base_url>/unsubscribe`."""

@@ -151,7 +151,7 @@ def ledger_path(config: Config) -> Path:
 
 
 def suppressions_path(config: Config, options: SendOptions) -> Path:
-    return options.suppressions or config.root / "suppressions.csv"
+    return options.suppressions or config.suppressions_path
 
 
 def batch_size(config: Config, provider: str) -> int:

@@ -1,0 +1,79 @@
+"""Readers' unsubscribe requests, turned into entries on the suppression list.
+
+A reader unsubscribes by the link in the footer or the List-Unsubscribe header: either the
+https page, which is the website's job (`Signer.verify` checks its token), or a mail to the
+unsubscribe address whose subject is "unsubscribe <token>". The editor hands
+`newsletter unsubscribe` whatever they have (the token, the link, or the subject line);
+each token is checked, and the address it was made for goes on the suppression list,
+which every send honours.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from newsletter.config import Config
+from newsletter.subscribers import append_suppressions
+from newsletter.tokens import SECRET_ENV, TokenError, signer_from_env
+
+REASON = "unsubscribe request"
+
+
+@dataclass
+class Unsubscribed:
+    """What came of a set of requests: nothing given is dropped without a word."""
+
+    addresses: list[str] = field(default_factory=list)  # every address a valid token named
+    added: int = 0  # of those, new on the suppression list
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (as given, why)
+
+    @property
+    def already(self) -> int:
+        return len(self.addresses) - self.added
+
+
+def token_in(text: str) -> str:
+    """The token in a link (`...?token=T`), a mail subject (`unsubscribe T`), or on its own.
+
+    Subjects arrive as a mail client shows them ("Re: unsubscribe T") or as the mailto
+    link has them (`subject=unsubscribe%20T`); either way the token is the last word.
+    """
+    text = text.strip()
+    query = urllib.parse.urlsplit(text).query if "token=" in text else ""
+    if query:
+        tokens = urllib.parse.parse_qs(query).get("token")
+        if tokens:
+            return tokens[-1].strip()
+    words = urllib.parse.unquote(text).split()
+    return words[-1] if words else ""
+
+
+def unsubscribe(config: Config, requests: Iterable[str], suppressions: Path) -> Unsubscribed:
+    """Check each request's token; add the addresses of the valid ones to `suppressions`.
+
+    Tokens are checked with `NEWSLETTER_SECRET`, or, if it is unset, with the marked local
+    secret that outbox sends and dry runs sign with.
+    """
+    signer = signer_from_env(config.env, config.list_id, allow_local=True)
+    result = Unsubscribed()
+    seen: set[str] = set()
+    for request in requests:
+        if not request.strip():
+            continue
+        try:
+            address = signer.verify(token_in(request))
+        except TokenError as exc:
+            reason = str(exc)
+            if signer.local:
+                reason += f" ({SECRET_ENV} is not set: tokens in real mail need it to be checked)"
+            result.refused.append((request.strip(), reason))
+            continue
+        if address.casefold() not in seen:
+            seen.add(address.casefold())
+            result.addresses.append(address)
+    if result.addresses:
+        result.added = append_suppressions(suppressions, [(a, REASON) for a in result.addresses])
+    return result

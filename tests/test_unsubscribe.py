@@ -1,0 +1,118 @@
+"""`newsletter unsubscribe`: tokens from real mail put their readers on the suppression list."""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from newsletter.cli import app
+from newsletter.tokens import LOCAL_SECRET, Signer
+from newsletter.unsubscribe import token_in
+from tests.sending import SECRET, workspace
+from tests.workspace import SAMPLE
+
+LIST_ID = "the-weekly-brief.example.org"
+ENV = {"NEWSLETTER_SECRET": SECRET}
+
+
+@pytest.fixture
+def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = workspace(tmp_path / "ws", 5)
+    monkeypatch.chdir(root)
+    return root
+
+
+def cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), env=ENV if env is None else env, input=stdin)
+
+
+def suppressed(ws: Path) -> dict[str, str]:
+    with (ws / "suppressions.csv").open(encoding="utf-8", newline="") as fh:
+        return {row["email"]: row["reason"] for row in csv.DictReader(fh)}
+
+
+def unsubscribe_header(ws: Path, address: str) -> str:
+    for path in (ws / "outbox" / "new").iterdir():
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if f"<{address}>" in str(message["To"]):
+            return str(message["List-Unsubscribe"])
+    raise AssertionError(f"no mail to {address}")
+
+
+def test_links_subjects_and_tokens_from_sent_mail_suppress_their_readers(ws: Path) -> None:
+    assert cli("send", SAMPLE, "--to", "list.csv", "--yes").exit_code == 0
+    link = unsubscribe_header(ws, "reader00001@example.com").split(">")[0].lstrip("<")
+    assert link.startswith("https://brief.example.org/unsubscribe?token=")
+    mailto = unsubscribe_header(ws, "reader00002@example.com").split("<mailto:")[1].rstrip(">")
+    subject = urllib.parse.unquote(mailto.split("subject=")[1])  # as the editor's inbox shows it
+    assert subject.startswith("unsubscribe ")
+    token = Signer(SECRET, LIST_ID).token("reader00003@example.com")
+
+    result = cli("unsubscribe", link, f"Re: {subject}", token, token)
+    assert result.exit_code == 0, result.output
+    assert "3 added to suppressions.csv" in result.output
+    expected = {f"reader0000{i}@example.com": "unsubscribe request" for i in (1, 2, 3)}
+    assert suppressed(ws) == expected
+
+    again = cli("unsubscribe", link)
+    assert again.exit_code == 0
+    assert "0 added to suppressions.csv, 1 there already" in again.output
+    assert suppressed(ws) == expected
+
+    plan = cli("send", SAMPLE, "--to", "list.csv", "--dry-run", "--json")
+    assert '"suppressed": 3' in plan.output
+
+
+def test_a_bad_token_is_refused_and_the_good_ones_still_count(ws: Path) -> None:
+    good = Signer(SECRET, LIST_ID).token("reader00004@example.com")
+    other_list = Signer(SECRET, "another.example.org").token("reader00000@example.com")
+    head, _, mac = good.partition(".")
+    tampered = f"{head}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}"
+    result = cli("unsubscribe", other_list, good, tampered, "   ")
+    assert result.exit_code == 1
+    assert "1 added" in result.output
+    assert result.output.count("not valid for this list") == 2
+    assert other_list in result.output and "Traceback" not in result.output
+    assert suppressed(ws) == {"reader00004@example.com": "unsubscribe request"}
+
+
+def test_requests_can_come_on_stdin(ws: Path) -> None:
+    signer = Signer(SECRET, LIST_ID)
+    lines = [f"unsubscribe {signer.token(f'reader0000{i}@example.com')}" for i in range(3)]
+    result = cli("unsubscribe", "-", stdin="\n".join(lines) + "\n\n")
+    assert result.exit_code == 0, result.output
+    assert set(suppressed(ws)) == {f"reader0000{i}@example.com" for i in range(3)}
+
+
+def test_without_the_secret_only_outbox_tokens_check(ws: Path) -> None:
+    local = Signer(LOCAL_SECRET, LIST_ID).token("reader00000@example.com")
+    real = Signer(SECRET, LIST_ID).token("reader00001@example.com")
+    result = cli("unsubscribe", local, real, env={"NEWSLETTER_SECRET": ""})
+    assert result.exit_code == 1
+    assert "NEWSLETTER_SECRET is not set: tokens in real mail need it" in " ".join(
+        result.output.split()
+    )
+    assert set(suppressed(ws)) == {"reader00000@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("given", "token"),
+    [
+        ("abc.DEF", "abc.DEF"),
+        ("  abc.DEF\n", "abc.DEF"),
+        ("https://x.example/unsubscribe?token=abc.DEF", "abc.DEF"),
+        ("https://x.example/u?list=w&token=abc.DEF&utm=x", "abc.DEF"),
+        ("unsubscribe abc.DEF", "abc.DEF"),
+        ("Re: unsubscribe abc.DEF", "abc.DEF"),
+        ("subject=unsubscribe%20abc.DEF", "abc.DEF"),
+        ("", ""),
+    ],
+)
+def test_the_token_is_found_in_what_the_editor_pastes(given: str, token: str) -> None:
+    assert token_in(given) == token
