@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
+from newsletter.errors import TemplateError
+
 #: Fields every subscriber has; anything else must be a column of the subscriber list.
 BUILTIN_FIELDS = ("email", "name", "unsubscribe_url")
 
@@ -49,6 +51,44 @@ class Slots:
         return {s.field for s in self.slots}
 
 
+class SlotValue(Markup):
+    """A slot as a template holds it: text to print as it is, not a value to test or slice.
+
+    The value is only known per subscriber, after rendering, so `{% if subscriber.name %}`
+    would always be true and `subscriber.name[:1]` would cut the token; both are refused
+    here, with the way to write it. Filters that change the text (upper, title) are caught
+    after rendering, by `check_slots`.
+    """
+
+    field = ""
+
+    def __bool__(self) -> bool:
+        raise TemplateError(
+            f"a template tests subscriber.{self.field or 'a field'} ({{% if %}}, `or`, "
+            "`default`): subscriber values are filled in after rendering, so they cannot "
+            f'be tested; write {{{{ subscriber.get("{self.field or "name"}", "fallback") }}}} '
+            "for a fallback"
+        )
+
+    def __getitem__(self, key: object) -> Markup:  # type: ignore[override]
+        raise TemplateError(
+            f"a template slices subscriber.{self.field or 'a field'} (or truncates it): "
+            "subscriber values are filled in after rendering, so they can only be printed "
+            f"as they are, e.g. {{{{ subscriber.{self.field or 'name'} }}}}"
+        )
+
+
+def check_slots(rendered: str, slots: Slots, part: str, template: str) -> None:
+    """Refuse a rendering in which a filter changed a slot: it would go out as gibberish."""
+    whole = len(slots.pattern(part).findall(rendered))
+    if len(re.findall(slots.nonce, rendered, re.IGNORECASE)) != whole:
+        raise TemplateError(
+            f"{template}: a template changes a subscriber value with a filter (such as "
+            "upper or title): subscriber values are filled in after rendering, so they can "
+            "only be printed as they are, e.g. {{ subscriber.name }}"
+        )
+
+
 class SubscriberView:
     """What `subscriber` is inside a template: attribute access yields a slot."""
 
@@ -57,7 +97,9 @@ class SubscriberView:
         self._part = part
 
     def get(self, field: str, fallback: str = "") -> Markup:
-        return Markup(self._slots.token(field, str(fallback), self._part))
+        value = SlotValue(self._slots.token(field, str(fallback), self._part))
+        value.field = field
+        return value
 
     def __getattr__(self, field: str) -> Markup:
         if field.startswith("_"):

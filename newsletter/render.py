@@ -19,7 +19,14 @@ from newsletter import markup
 from newsletter.config import Config
 from newsletter.errors import TemplateError
 from newsletter.issue import Article, Issue
-from newsletter.personalise import Filler, Slots, SubscriberView, html_values, slot_values
+from newsletter.personalise import (
+    Filler,
+    Slots,
+    SubscriberView,
+    check_slots,
+    html_values,
+    slot_values,
+)
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 HTML_TEMPLATE = "email.html"
@@ -134,6 +141,20 @@ def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
         raise TemplateError(f"{exc.filename or exc.name}:{exc.lineno}: {exc.message}") from None
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"{name}: {exc.message}") from None
+    except TemplateError as exc:  # a slot misused (personalise.SlotValue)
+        raise TemplateError(f"{_where(exc) or name}: {exc}") from None
+
+
+def _where(exc: BaseException) -> str | None:
+    """`file:line` of the template line running when `exc` was raised, from the traceback
+    Jinja rewrites to point into templates."""
+    where, tb = None, exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.endswith(".py") and not filename.startswith("<"):
+            where = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 def _searched(env: jinja2.Environment) -> str:
@@ -167,6 +188,8 @@ def render_issue(issue: Issue, config: Config, templates: Path | None = None) ->
     slots = Slots()
     html = inline_css(_render(env, HTML_TEMPLATE, _context(issue, config, slots, "h")))
     text = _render(env, TEXT_TEMPLATE, _context(issue, config, slots, "t"))
+    check_slots(html, slots, "h", HTML_TEMPLATE)
+    check_slots(text, slots, "t", TEXT_TEMPLATE)
     warnings = []
     size = len(html.encode("utf-8"))
     if size > GMAIL_CLIP_BYTES:

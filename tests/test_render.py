@@ -175,6 +175,48 @@ def test_template_errors_are_clear(ws: Path) -> None:
         render_issue(load_issue(ws / SAMPLE), config, ws / "nope")
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "{% if subscriber.name %}Hi{% endif %}",
+            r"email\.txt:2: a template tests subscriber\.name",
+        ),
+        ('{{ subscriber.get("name", "") or "there" }}', r"email\.txt:2: .*tests subscriber\.name"),
+        ("{{ subscriber.city[:3] }}", r"email\.txt:2: a template slices subscriber\.city"),
+        ("{{ subscriber.name|truncate(5) }}", r"email\.txt:2: .*slices subscriber\.name"),
+        ("{{ subscriber.name|upper }}", r"^email\.txt: a template changes a subscriber value"),
+        ("{{ unsubscribe_url|title }}", r"^email\.txt: a template changes a subscriber value"),
+    ],
+)
+def test_a_template_that_tests_or_changes_a_subscriber_value_is_refused(
+    ws: Path, line: str, message: str
+) -> None:
+    """Those values are filled in after rendering: a test is always true, a change garbles."""
+    custom = ws / "my-templates"
+    custom.mkdir()
+    (custom / "email.txt").write_text(f"{{{{ issue.title }}}}\n{line}\n{{{{ unsubscribe_url }}}}\n")
+    config = load_config(ws / "newsletter.yaml")
+    with pytest.raises(TemplateError, match=message) as info:
+        render_issue(load_issue(ws / SAMPLE), config, custom)
+    assert "{{ subscriber" in str(info.value) or "subscriber.get" in str(info.value)
+
+
+def test_subscriber_values_may_be_printed_formatted_and_joined(ws: Path) -> None:
+    custom = ws / "my-templates"
+    custom.mkdir()
+    (custom / "email.txt").write_text(
+        '{{ "Dear %s of %s"|format(subscriber.get("name", "reader"), subscriber.city) }}\n'
+        '{{ subscriber.email ~ "!" }} {% if issue.title %}{{ unsubscribe_url }}{% endif %}\n'
+    )
+    config = load_config(ws / "newsletter.yaml")
+    rendered = render_issue(load_issue(ws / SAMPLE), config, custom)
+    _, text = rendered.personalise(
+        {"name": "", "city": "Oslo", "email": "a@b.example", "unsubscribe_url": "https://u/x"}
+    )
+    assert text.strip() == "Dear reader of Oslo\na@b.example! https://u/x"
+
+
 def test_an_issue_over_gmails_limit_gets_a_warning(ws: Path) -> None:
     article = """\
   - headline: Story {i}
