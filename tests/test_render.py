@@ -138,6 +138,14 @@ def test_name_falls_back_when_empty(ws: Path) -> None:
     assert "Hi there," in page and "Hi there," in text
 
 
+def text_template(ws: Path, text: str) -> Path:
+    """A templates folder overriding only email.txt."""
+    custom = ws / "my-templates"
+    custom.mkdir()
+    (custom / "email.txt").write_text(text)
+    return custom
+
+
 def test_slots_survive_premailer_and_editor_cannot_forge_them(ws: Path) -> None:
     config = load_config(ws / "newsletter.yaml")
     rendered = render_issue(load_issue(ws / SAMPLE), config)
@@ -148,11 +156,10 @@ def test_slots_survive_premailer_and_editor_cannot_forge_them(ws: Path) -> None:
 
 
 def test_templates_can_be_overridden_one_file_at_a_time(ws: Path) -> None:
-    custom = ws / "my-templates"
-    custom.mkdir()
-    (custom / "email.txt").write_text(
+    custom = text_template(
+        ws,
         "{{ issue.title }} for {{ subscriber.name }}\n"
-        "{{ unsubscribe_url }} {{ newsletter.postal_address }}\n"
+        "{{ unsubscribe_url }} {{ newsletter.postal_address }}\n",
     )
     config = load_config(ws / "newsletter.yaml")
     rendered = render_issue(load_issue(ws / SAMPLE), config, custom)
@@ -193,9 +200,7 @@ def test_a_template_that_tests_or_changes_a_subscriber_value_is_refused(
     ws: Path, line: str, message: str
 ) -> None:
     """Those values are filled in after rendering: a test is always true, a change garbles."""
-    custom = ws / "my-templates"
-    custom.mkdir()
-    (custom / "email.txt").write_text(f"{{{{ issue.title }}}}\n{line}\n{{{{ unsubscribe_url }}}}\n")
+    custom = text_template(ws, f"{{{{ issue.title }}}}\n{line}\n{{{{ unsubscribe_url }}}}\n")
     config = load_config(ws / "newsletter.yaml")
     with pytest.raises(TemplateError, match=message) as info:
         render_issue(load_issue(ws / SAMPLE), config, custom)
@@ -203,11 +208,10 @@ def test_a_template_that_tests_or_changes_a_subscriber_value_is_refused(
 
 
 def test_subscriber_values_may_be_printed_formatted_and_joined(ws: Path) -> None:
-    custom = ws / "my-templates"
-    custom.mkdir()
-    (custom / "email.txt").write_text(
+    custom = text_template(
+        ws,
         '{{ "Dear %s of %s"|format(subscriber.get("name", "reader"), subscriber.city) }}\n'
-        '{{ subscriber.email ~ "!" }} {% if issue.title %}{{ unsubscribe_url }}{% endif %}\n'
+        '{{ subscriber.email ~ "!" }} {% if issue.title %}{{ unsubscribe_url }}{% endif %}\n',
     )
     config = load_config(ws / "newsletter.yaml")
     rendered = render_issue(load_issue(ws / SAMPLE), config, custom)
