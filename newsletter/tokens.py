@@ -25,6 +25,10 @@ class TokenError(NewsletterError):
     pass
 
 
+class ForeignTokenError(TokenError):
+    """Well formed, but not made by this list's secret: another list's, or a forgery."""
+
+
 def _b64(data: bytes) -> str:
     """URL-safe base64 without padding (binascii directly: this runs once per subscriber)."""
     text = binascii.b2a_base64(data, newline=False).decode("ascii")
@@ -74,7 +78,7 @@ class Signer:
         if _b64(raw) != head or _b64(mac) != tail:
             raise TokenError("this unsubscribe token is malformed")
         if not dot or not address or not hmac.compare_digest(mac, self._mac(address)):
-            raise TokenError("this unsubscribe token is not valid for this list")
+            raise ForeignTokenError("this unsubscribe token is not valid for this list")
         return address
 
     def url(self, base: str, address: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from newsletter.config import Config
 from newsletter.subscribers import append_suppressions
-from newsletter.tokens import SECRET_ENV, TokenError, signer_from_env
+from newsletter.tokens import SECRET_ENV, ForeignTokenError, TokenError, signer_from_env
 
 REASON = "unsubscribe request"
 
@@ -67,7 +67,7 @@ def unsubscribe(config: Config, requests: Iterable[str], suppressions: Path) -> 
             address = signer.verify(token_in(request))
         except TokenError as exc:
             reason = str(exc)
-            if signer.local:
+            if signer.local and isinstance(exc, ForeignTokenError):
                 reason += f" ({SECRET_ENV} is not set: tokens in real mail need it to be checked)"
             result.refused.append((request.strip(), reason))
             continue

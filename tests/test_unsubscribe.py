@@ -93,11 +93,12 @@ def test_requests_can_come_on_stdin(ws: Path) -> None:
 def test_without_the_secret_only_outbox_tokens_check(ws: Path) -> None:
     local = Signer(LOCAL_SECRET, LIST_ID).token("reader00000@example.com")
     real = Signer(SECRET, LIST_ID).token("reader00001@example.com")
-    result = cli("unsubscribe", local, real, env={"NEWSLETTER_SECRET": ""})
+    result = cli("unsubscribe", local, real, "not-a.token!", env={"NEWSLETTER_SECRET": ""})
     assert result.exit_code == 1
-    assert "NEWSLETTER_SECRET is not set: tokens in real mail need it" in " ".join(
-        result.output.split()
-    )
+    said = " ".join(result.output.split())
+    assert f"{real}: this unsubscribe token is not valid for this list (NEWSLETTER_SECRET" in said
+    assert said.count("NEWSLETTER_SECRET is not set") == 1  # not for the malformed one
+    assert "not-a.token!: this unsubscribe token is malformed" in said
     assert set(suppressed(ws)) == {"reader00000@example.com"}
 
 
