@@ -41,7 +41,6 @@ ATOM = "feed.xml"
 RSS = "rss.xml"
 #: Marks a folder as this module's output and lists what it wrote there.
 MARKER = ".newsletter-archive"
-LEDGER_FILE = "ledger.sqlite"  # the ledger `send` keeps under state_dir
 LANGUAGE = "en"
 #: Issues carry a date, not a time; noon UTC is that same date from UTC-12 to UTC+11.
 PUBLISHED_AT = dt.time(12, 0, tzinfo=dt.UTC)
@@ -180,7 +179,7 @@ def _shown(path: Path) -> Path:
 
 def sent_issues(config: Config, ids: list[str]) -> set[str]:
     """The issues the ledger says someone received; none if nothing was ever sent here."""
-    path = config.state_dir / LEDGER_FILE
+    path = config.ledger_path
     if not path.is_file():
         return set()
     with Ledger(path) as ledger:

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from newsletter import __version__
-from newsletter.errors import ExitCode, NewsletterError
+from newsletter.errors import ExitCode, NewsletterError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from newsletter.config import Config
     from newsletter.send import Report
+    from newsletter.status import IssueStatus
 
 T = TypeVar("T")
 
@@ -287,7 +288,6 @@ def send(
 ) -> None:
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
     with _errors():
-        from newsletter.errors import UsageError
         from newsletter.providers import NAMES
         from newsletter.send import SendOptions, SendStopped, send_issue, send_test
         from newsletter.send import dry_run as plan
@@ -332,6 +332,86 @@ def send(
             _print_report(exc.report, as_json, verbose)
             raise
         _print_report(report, as_json, verbose)
+
+
+@app.command()
+def status(
+    issue: Annotated[
+        str,
+        typer.Argument(
+            help="The issue file or its id, e.g. 2025-08-01-north-korea.", show_default=False
+        ),
+    ],
+    show: Annotated[
+        str | None,
+        typer.Option(
+            "--show",
+            help="Print the recipients in one state as CSV: sent, unknown, pending, failed "
+            "or rejected.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
+) -> None:
+    """What the ledger says about an issue: each send, and who got it and who did not."""
+    with _errors():
+        import csv
+
+        from newsletter import status as ledger_status
+
+        config = _config()
+        issue_id = ledger_status.issue_id(issue)
+        if show is not None:
+            rows = ledger_status.recipients(config, issue_id, show)
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(["email", "status", "updated_at", "provider_id", "error"])
+            for d in rows:
+                writer.writerow(
+                    [d.email, d.status, d.updated_at, d.provider_id or "", d.error or ""]
+                )
+            return
+        found = ledger_status.issue_status(config, issue_id)
+        if as_json:
+            import json
+
+            typer.echo(json.dumps(found.to_json(), indent=2))
+            return
+        _print_status(found)
+
+
+def _print_status(found: IssueStatus) -> None:
+    from rich.table import Table
+
+    from newsletter.status import ORDER
+
+    out = _console()
+    sends = Table(title=f"Sends of {found.issue}", title_justify="left")
+    for column in ("#", "started", "provider", "status", "sent", "unknown", "failed"):
+        sends.add_column(
+            column, justify="right" if column in ("#", "sent", "unknown", "failed") else "left"
+        )
+    for record in found.sends:
+        counts = record.counts
+        sends.add_row(
+            str(record.id),
+            record.started_at[:19].replace("T", " "),
+            record.provider + (" (sandbox)" if record.manifest.dry_run else ""),
+            record.status,
+            *(str(counts.get(k, "")) for k in ("sent", "unknown", "failed")),
+        )
+    out.print(sends)
+    states = ", ".join(f"{found.recipients[s]} {s}" for s in ORDER if found.recipients[s])
+    out.print(f"Recipients: {states or 'none'}", markup=False)
+    for state, advice in (
+        ("unknown", "may or may not have it; resend only with send --retry-unknown"),
+        ("pending", "a send is running, or was killed: the next send marks them unknown"),
+        ("failed", "did not get it; the next send of the issue tries them again"),
+        ("rejected", "refused by the server for good"),
+    ):
+        if found.recipients[state]:
+            out.print(
+                f"  {found.recipients[state]} {state}: {advice} (list: --show {state})",
+                markup=False,
+            )
 
 
 @app.command()

@@ -140,6 +140,11 @@ class Config:
         return self.root / "build"
 
     @property
+    def ledger_path(self) -> Path:
+        """Who was sent what: the SQLite ledger every send writes (see `ledger`)."""
+        return self.state_dir / "ledger.sqlite"
+
+    @property
     def suppressions_path(self) -> Path:
         """Addresses never to mail: unsubscribe requests and hard bounces are added here."""
         return self.root / "suppressions.csv"

@@ -48,7 +48,6 @@ from newsletter.subscribers import (
 from newsletter.tokens import SECRET_ENV
 
 T = TypeVar("T")
-LEDGER_NAME = "ledger.sqlite"
 #: Skipped rows kept in memory for the report; all of them go to the skipped-rows CSV.
 SKIPPED_SHOWN = 1000
 _LOOKUP_CHUNK = 1000
@@ -144,10 +143,6 @@ def estimate_rows(path: Path) -> int | None:
     except OSError:
         return None
     return max(lines - 1, 0)
-
-
-def ledger_path(config: Config) -> Path:
-    return config.state_dir / LEDGER_NAME
 
 
 def suppressions_path(config: Config, options: SendOptions) -> Path:
@@ -274,7 +269,7 @@ def dry_run(
     )
     report.warnings = _readiness(config, options.provider)
     out = out or config.build_dir / "preview" / campaign.issue.id
-    ledger = Ledger(ledger_path(config)) if ledger_path(config).exists() else None
+    ledger = Ledger(config.ledger_path) if config.ledger_path.exists() else None
     skip_log = _SkipLog(config.build_dir / f"{campaign.issue.id}-skipped.csv")
     try:
         with _open_list(list_path, config, options, campaign) as stream:
@@ -471,7 +466,7 @@ def send_issue(
     if options.provider == "outbox":
         report.outbox = str(config.outbox_dir)
     known_secrets = secrets(config)
-    with send_lock(config.state_dir, issue), Ledger(ledger_path(config)) as ledger:
+    with send_lock(config.state_dir, issue), Ledger(config.ledger_path) as ledger:
         ledger.recover(issue)
         stream = _open_list(list_path, config, options, campaign)
         skip_log = _SkipLog(config.build_dir / f"{issue}-skipped.csv")

@@ -1,0 +1,91 @@
+"""What the ledger says about an issue: its sends, and who is in which state.
+
+After a crash, a stop or a send that ended with unknown outcomes, the editor needs to
+know who got the issue and who did not without opening SQLite; this reads the ledger
+(while a send runs, too: it only reads) and never creates one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from newsletter.config import Config
+from newsletter.errors import NewsletterError, UsageError
+from newsletter.ledger import STATUSES, Delivery, Ledger, SendRecord
+
+#: The order a person reads the states in: delivered first, then what needs a decision.
+ORDER = ("sent", "unknown", "pending", "failed", "rejected")
+
+
+class NoSendError(NewsletterError):
+    """Nothing is recorded for that issue (or no ledger at all)."""
+
+
+@dataclass(frozen=True)
+class IssueStatus:
+    issue: str
+    ledger: Path
+    sends: list[SendRecord]
+    recipients: Counter[str]  # by status
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "issue": self.issue,
+            "ledger": str(self.ledger),
+            "recipients": {s: self.recipients[s] for s in ORDER},
+            "sends": [dataclasses.asdict(s) for s in self.sends],
+        }
+
+
+def issue_id(given: str) -> str:
+    """An issue's id from its file (`issues/2025-08-01-x.yaml`) or the id itself."""
+    return Path(given).stem if given.endswith((".yaml", ".yml")) else given
+
+
+def _open(config: Config) -> Ledger:
+    if not config.ledger_path.is_file():
+        raise NoSendError(
+            f"no ledger at {config.ledger_path}: nothing has been sent from this workspace"
+        )
+    return Ledger(config.ledger_path)
+
+
+def _sends(ledger: Ledger, issue: str) -> list[SendRecord]:
+    sends = ledger.sends(issue)
+    if not sends:
+        known = sorted({s.issue for s in ledger.sends()})
+        hint = f"; it has sends of {', '.join(known[-5:])}" if known else ""
+        raise NoSendError(f"no send of {issue} is recorded in {ledger.path}{hint}")
+    return sends
+
+
+def issue_status(config: Config, issue: str) -> IssueStatus:
+    """Every send of the issue with its manifest and counts, and its recipients by state."""
+    with _open(config) as ledger:
+        return IssueStatus(issue, config.ledger_path, _sends(ledger, issue), ledger.counts(issue))
+
+
+def recipients(config: Config, issue: str, status: str) -> Iterator[Delivery]:
+    """The issue's recipients in one state, streamed in address order.
+
+    A wrong state or a missing ledger raises here, before the first row is asked for.
+    """
+    if status not in STATUSES:
+        raise UsageError(f"--show {status!r}: use one of {', '.join(ORDER)}")
+    ledger = _open(config)
+    try:
+        _sends(ledger, issue)
+    except BaseException:
+        ledger.close()
+        raise
+
+    def rows() -> Iterator[Delivery]:
+        with ledger:
+            yield from ledger.deliveries(issue, status)
+
+    return rows()
