@@ -156,6 +156,23 @@ def test_a_bad_request_stops_with_sendgrids_reason(
     assert max(delivered(sendgrid_server).values()) == 1
 
 
+def test_a_refusal_of_one_personalization_names_its_address(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    """SendGrid caps a personalization's substitutions at 10,000 bytes; a 6,000-character
+    name (in the HTML and the text part) is over it, and the whole request is refused."""
+    ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n  concurrent_requests: 1\n")
+    rows = (ws / "list.csv").read_text().replace("Reader 13\n", "R" * 6000 + "\n")
+    (ws / "list.csv").write_text(rows)
+    cfg = config(ws, sg_env(sendgrid_server))
+    with pytest.raises(SendStopped) as info:
+        send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    message = str(info.value)
+    assert "SendGrid refused the request (400)" in message
+    assert "personalizations.3.substitutions (reader00013@example.com): " in message
+    assert (info.value.report.sent, info.value.report.failed) == (10, 10)
+
+
 def test_a_wrong_key_says_so_and_never_prints_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sendgrid_server: SendGridServer
 ) -> None:

@@ -12,6 +12,7 @@ import email.utils
 import http.client
 import json
 import logging
+import re
 import time
 import urllib.error
 from collections.abc import Sequence
@@ -211,15 +212,25 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-def _errors(body: bytes | str | None) -> str:
-    """SendGrid's `errors[].message` (and field), shortened, or the raw body."""
+_PERSONALIZATION = re.compile(r"personalizations[.\[](\d+)")
+
+
+def _errors(body: bytes | str | None, batch: Sequence[Recipient] = ()) -> str:
+    """SendGrid's `errors[].message` (and field), shortened, or the raw body.
+
+    A field in a personalization is named with its recipient's address as well, since
+    "personalizations.417" means nothing to the editor who has to fix the list.
+    """
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
     try:
         errors = json.loads(text).get("errors") or []
-        parts = [
-            (f"{e.get('field')}: " if e.get("field") else "") + str(e.get("message", ""))
-            for e in errors[:3]
-        ]
+        parts = []
+        for e in errors[:3]:
+            field = str(e.get("field") or "")
+            found = _PERSONALIZATION.match(field)
+            if found and int(found[1]) < len(batch):
+                field += f" ({batch[int(found[1])].email})"
+            parts.append((f"{field}: " if field else "") + str(e.get("message", "")))
         return "; ".join(parts) or text[:300]
     except (ValueError, AttributeError):
         return " ".join(text.split())[:300]
@@ -253,7 +264,7 @@ class SendGridProvider:
                 request_body=body, request_headers=_JSON_UTF8, timeout=TIMEOUT
             )
         except HTTPError as exc:
-            raise self._http_error(exc) from None
+            raise self._http_error(exc, batch) from None
         except urllib.error.URLError as exc:
             # urllib wraps errors while *sending* the request: SendGrid never got all of it
             raise TransientProviderError(
@@ -276,9 +287,11 @@ class SendGridProvider:
     def _clean(self, value: object) -> str:
         return redact(str(value), self._secrets)
 
-    def _http_error(self, exc: Any) -> TransientProviderError | PermanentProviderError:
+    def _http_error(
+        self, exc: Any, batch: Sequence[Recipient]
+    ) -> TransientProviderError | PermanentProviderError:
         status = int(exc.status_code)
-        detail = self._clean(_errors(exc.body))
+        detail = self._clean(_errors(exc.body, batch))
         if status == 429:
             return TransientProviderError(
                 f"SendGrid is rate-limiting us (429): {detail}",
