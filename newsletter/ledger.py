@@ -539,6 +539,16 @@ class Ledger:
             for row in rows
         ]
 
+    def sent_per_send(self, issue: str) -> dict[int, int]:
+        """Recipients of the issue now `sent`, by the send that mailed them (killed ones too)."""
+        with self._translate():
+            rows = self._conn.execute(
+                "SELECT b.send_id, count(*) FROM deliveries AS d JOIN batches AS b "
+                "ON d.batch_id = b.id WHERE d.issue = ? AND d.status = 'sent' GROUP BY b.send_id",
+                (issue,),
+            )
+            return dict(rows.fetchall())
+
     def was_sent(self, issue: str) -> bool:
         """Whether anyone received the issue: the web archive publishes only sent issues."""
         with self._translate():

@@ -197,6 +197,54 @@ def _readiness(config: Config, provider: str) -> list[str]:
     return problems
 
 
+def _templates(config: Config, options: SendOptions) -> Path:
+    return options.templates or config.templates_dir or PACKAGE_TEMPLATES
+
+
+def _manifest(
+    config: Config, issue_path: Path, list_path: Path, options: SendOptions, campaign: Campaign
+) -> Manifest:
+    return Manifest(
+        issue=campaign.issue.id,
+        issue_path=str(issue_path),
+        issue_sha256=sha256_file(issue_path),
+        templates_sha256=sha256_tree(_templates(config, options)),
+        list_path=str(list_path),
+        list_sha256=sha256_file(list_path),
+        provider=options.provider,
+        tool_version=__version__,
+        dry_run=options.sandbox and options.provider == "sendgrid",
+    )
+
+
+def _changed_since(
+    ledger: Ledger, issue: str, issue_sha256: str, templates_sha256: str
+) -> list[str]:
+    """Earlier sends of the issue that mailed people another version of it: said, not refused,
+    since fixing a typo before resuming a stopped send is what an editor would do."""
+    changed: dict[int, tuple[str, str]] = {}
+    for record in ledger.sends(issue):
+        what = [
+            name
+            for name, before, now in (
+                ("the issue file", record.manifest.issue_sha256, issue_sha256),
+                ("the templates", record.manifest.templates_sha256, templates_sha256),
+            )
+            if before != now
+        ]
+        if what and not record.manifest.dry_run:
+            changed[record.id] = (" and ".join(what), record.started_at[:16].replace("T", " "))
+    if not changed:
+        return []
+    mailed = ledger.sent_per_send(issue)
+    return [
+        f"{what} changed since send {send_id} ({when} UTC), which mailed {mailed[send_id]} "
+        "recipients: they have the earlier version, anyone mailed now gets this one"
+        for send_id, (what, when) in changed.items()
+        if mailed.get(send_id)
+    ]
+
+
 def _classify(
     stream: Iterable[Subscriber | Skipped],
     report: Report,
@@ -270,6 +318,10 @@ def dry_run(
     report.warnings = _readiness(config, options.provider)
     out = out or config.build_dir / "preview" / campaign.issue.id
     ledger = Ledger(config.ledger_path) if config.ledger_path.exists() else None
+    if ledger:
+        templates = sha256_tree(_templates(config, options))
+        issue_hash = sha256_file(issue_path)
+        report.warnings += _changed_since(ledger, campaign.issue.id, issue_hash, templates)
     skip_log = _SkipLog(config.build_dir / f"{campaign.issue.id}-skipped.csv")
     try:
         with _open_list(list_path, config, options, campaign) as stream:
@@ -470,17 +522,9 @@ def send_issue(
         ledger.recover(issue)
         stream = _open_list(list_path, config, options, campaign)
         skip_log = _SkipLog(config.build_dir / f"{issue}-skipped.csv")
-        templates = options.templates or config.templates_dir or PACKAGE_TEMPLATES
-        manifest = Manifest(
-            issue=issue,
-            issue_path=str(issue_path),
-            issue_sha256=sha256_file(issue_path),
-            templates_sha256=sha256_tree(templates),
-            list_path=str(list_path),
-            list_sha256=sha256_file(list_path),
-            provider=options.provider,
-            tool_version=__version__,
-            dry_run=sandbox,
+        manifest = _manifest(config, issue_path, list_path, options, campaign)
+        report.warnings += _changed_since(
+            ledger, issue, manifest.issue_sha256, manifest.templates_sha256
         )
         send_id = ledger.start_send(manifest)
         status = "failed"

@@ -79,6 +79,7 @@ def test_rerun_mails_nobody_twice(ws: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["sent"] == 1 and report["already_sent"] == 3
+    assert report["warnings"] == []  # the same issue and templates as the first send
     assert sorted(m["To"].addresses[0].addr_spec for m in outbox(ws)) == [
         "ann@example.com",
         "bob@example.org",
@@ -91,6 +92,35 @@ def test_rerun_mails_nobody_twice(ws: Path) -> None:
     assert len(sends) == 2
     assert sends[0].manifest.list_sha256 != sends[1].manifest.list_sha256
     assert sends[1].manifest.provider == "outbox" and sends[1].counts["sent"] == 1
+
+
+def test_a_changed_issue_or_template_is_said_before_the_rest_are_mailed(ws: Path) -> None:
+    """A send stopped half way, a typo fixed, the send resumed: the editor is told who has
+    which version, in the dry run, the confirmation and the report."""
+    (ws / "first.csv").write_text(LIST.split("carol")[0], encoding="utf-8")  # ann and bob
+    assert runner.invoke(app, ["send", SAMPLE, "--to", "first.csv", "--yes"]).exit_code == 0
+    issue = ws / SAMPLE
+    issue.write_text(issue.read_text().replace("Ten stories", "Eleven stories"))
+
+    plan = runner.invoke(app, ["send", SAMPLE, "--to", "list.csv", "--dry-run"])
+    said = " ".join(plan.output.split())
+    assert plan.exit_code == 0, plan.output
+    assert "warning: the issue file changed since send 1 (" in said
+    assert "which mailed 2 recipients: they have the earlier version" in said
+
+    custom = ws / "my-templates"
+    custom.mkdir()
+    (custom / "email.txt").write_text("{{ issue.title }}\n{{ unsubscribe_url }}\n")
+    args = ["send", SAMPLE, "--to", "list.csv", "--yes", "--json", "--templates", str(custom)]
+    report = json.loads(runner.invoke(app, args).output)
+    assert report["sent"] == 1  # carol
+    (warning,) = report["warnings"]
+    assert warning.startswith("the issue file and the templates changed since send 1 (")
+    assert "which mailed 2 recipients" in warning
+
+    again = json.loads(runner.invoke(app, args).output)
+    assert again["sent"] == 0
+    assert len(again["warnings"]) == 1 and "since send 1 " in again["warnings"][0]
 
 
 def test_dry_run_sends_nothing_and_writes_previews(ws: Path) -> None:
