@@ -8,23 +8,27 @@ in one place.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from newsletter import __version__
+from newsletter.console import (
+    console,
+    escape,
+    print_report,
+    print_status,
+    show_path,
+    with_progress,
+)
 from newsletter.errors import ExitCode, NewsletterError, UsageError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from newsletter.config import Config
-    from newsletter.send import Report
-    from newsletter.status import IssueStatus
 
 T = TypeVar("T")
 
@@ -44,31 +48,18 @@ class State:
 _state = State()
 
 
-def escape(text: str) -> str:
-    """Text for rich's markup: a `[` typed by an editor or a list is printed, not parsed."""
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
-
-
-def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
-
-
 @contextmanager
 def _errors() -> Iterator[None]:
     """The one seam where our exceptions become a red line and an exit code."""
     try:
         yield
     except NewsletterError as exc:
-        err = _console(stderr=True)
+        err = console(stderr=True)
         for line in str(exc).splitlines() or [type(exc).__name__]:
             err.print(f"[red]error:[/red] {escape(line)}", highlight=False)
         raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:
-        _console(stderr=True).print("[yellow]interrupted[/yellow]")
+        console(stderr=True).print("[yellow]interrupted[/yellow]")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
@@ -126,15 +117,15 @@ def render(
 
         config = _config()
         result = render_files(issue, config, out or config.build_dir, templates)
-        console = _console()
+        say = console()
         for path in (result.html, result.text, result.eml):
-            console.print(f"wrote {_show(path)}", markup=False)
-        console.print(
+            say.print(f"wrote {show_path(path)}", markup=False)
+        say.print(
             f"HTML {result.rendered.html_bytes / 1024:.1f} KB, "
             f"{len(result.issue.all_articles())} articles"
         )
         for warning in result.warnings:
-            _console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
+            console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @app.command()
@@ -162,7 +153,7 @@ def check(
         from newsletter.render import render_issue
 
         config = _config()
-        out, err = _console(), _console(stderr=True)
+        out, err = console(), console(stderr=True)
         errors = warnings = 0
         for path in issues:
             try:
@@ -231,7 +222,7 @@ def preview(
         if serve:
             from newsletter.serve import serve as serve_preview
 
-            out = _console()
+            out = console()
             serve_preview(
                 issue,
                 config,
@@ -239,13 +230,13 @@ def preview(
                 templates=templates,
                 open_browser=open_browser,
                 ready=lambda url: out.print(
-                    f"Previewing {_show(issue)} at {url} (Ctrl-C stops)", markup=False
+                    f"Previewing {show_path(issue)} at {url} (Ctrl-C stops)", markup=False
                 ),
             )
             out.print("preview stopped")
             return
         result = render_files(issue, config, config.build_dir, templates)
-        _console().print(str(result.html.resolve()), markup=False)
+        console().print(str(result.html.resolve()), markup=False)
         if open_browser:
             import webbrowser
 
@@ -304,18 +295,18 @@ def send(
             sandbox=sandbox,
         )
         if test_to:
-            _print_report(send_test(config, issue, test_to, options), as_json, verbose)
+            print_report(send_test(config, issue, test_to, options), as_json, verbose)
             return
         if to is None:
             raise UsageError("give the subscriber list with --to LIST.csv (or --test-to ADDRESS)")
         if dry_run:
-            _print_report(plan(config, issue, to, options), as_json, verbose)
+            print_report(plan(config, issue, to, options), as_json, verbose)
             return
         if not yes:
             if not sys.stdin.isatty():
                 raise UsageError("a real send asks for confirmation; without a terminal, add --yes")
             preview = plan(config, issue, to, options, previews=0)
-            _print_report(preview, False, False)
+            print_report(preview, False, False)
             what = "validate" if sandbox else "send"
             if not typer.confirm(
                 f"{what.capitalize()} {preview.subject!r} to {preview.to_send} recipients "
@@ -324,14 +315,14 @@ def send(
             ):
                 raise typer.Exit(int(ExitCode.ERROR))
         try:
-            report = _with_progress(
+            report = with_progress(
                 lambda progress: send_issue(config, issue, to, options, on_progress=progress),
                 enabled=not as_json,
             )
         except SendStopped as exc:
-            _print_report(exc.report, as_json, verbose)
+            print_report(exc.report, as_json, verbose)
             raise
-        _print_report(report, as_json, verbose)
+        print_report(report, as_json, verbose)
 
 
 @app.command()
@@ -375,43 +366,7 @@ def status(
 
             typer.echo(json.dumps(found.to_json(), indent=2))
             return
-        _print_status(found)
-
-
-def _print_status(found: IssueStatus) -> None:
-    from rich.table import Table
-
-    from newsletter.status import ORDER
-
-    out = _console()
-    sends = Table(title=f"Sends of {found.issue}", title_justify="left")
-    for column in ("#", "started", "provider", "status", "sent", "unknown", "failed"):
-        sends.add_column(
-            column, justify="right" if column in ("#", "sent", "unknown", "failed") else "left"
-        )
-    for record in found.sends:
-        counts = record.counts
-        sends.add_row(
-            str(record.id),
-            record.started_at[:19].replace("T", " "),
-            record.provider + (" (sandbox)" if record.manifest.dry_run else ""),
-            record.status,
-            *(str(counts.get(k, "")) for k in ("sent", "unknown", "failed")),
-        )
-    out.print(sends)
-    states = ", ".join(f"{found.recipients[s]} {s}" for s in ORDER if found.recipients[s])
-    out.print(f"Recipients: {states or 'none'}", markup=False)
-    for state, advice in (
-        ("unknown", "may or may not have it; resend only with send --retry-unknown"),
-        ("pending", "a send is running, or was killed: the next send marks them unknown"),
-        ("failed", "did not get it; the next send of the issue tries them again"),
-        ("rejected", "refused by the server for good"),
-    ):
-        if found.recipients[state]:
-            out.print(
-                f"  {found.recipients[state]} {state}: {advice} (list: --show {state})",
-                markup=False,
-            )
+        print_status(found)
 
 
 @app.command()
@@ -433,16 +388,16 @@ def unsubscribe(
             line for r in requests for line in (sys.stdin.read().splitlines() if r == "-" else [r])
         ]
         result = suppress(config, given, config.suppressions_path)
-        console = _console()
+        out = console()
         for address in result.addresses:
-            console.print(f"  {escape(address)}")
-        where = _show(config.suppressions_path)
-        console.print(
+            out.print(f"  {escape(address)}")
+        where = show_path(config.suppressions_path)
+        out.print(
             f"[green]{result.added} added[/green] to {escape(where)}"
             + (f", {result.already} there already" if result.already else "")
         )
         if result.refused:
-            err = _console(stderr=True)
+            err = console(stderr=True)
             for text, reason in result.refused:
                 err.print(f"[red]error:[/red] {escape(text)}: {escape(reason)}")
             raise typer.Exit(int(ExitCode.ERROR))
@@ -459,13 +414,13 @@ def init(
         from newsletter.scaffold import init_workspace
 
         workspace = init_workspace(directory)
-        console = _console()
+        out = console()
         for path in workspace.created:
-            console.print(f"created {_show(path)}", markup=False)
+            out.print(f"created {show_path(path)}", markup=False)
         issue = workspace.issue.relative_to(workspace.root)
-        console.print(
+        out.print(
             "\nNext:\n"
-            f"  cd {_show(workspace.root)}\n"
+            f"  cd {show_path(workspace.root)}\n"
             "  in newsletter.yaml, put your newsletter's name, from address and postal address\n"
             f"  newsletter check {issue}\n"
             f"  newsletter preview {issue}\n"
@@ -495,9 +450,9 @@ def new(
         from newsletter.scaffold import new_issue
 
         created = new_issue(_config(), title, date=date.date() if date else None)
-        _console().print(_show(created.path), markup=False)
+        console().print(show_path(created.path), markup=False)
         for warning in created.warnings:
-            _console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
+            console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @app.command()
@@ -515,143 +470,22 @@ def archive(
         from newsletter.archive import build_archive
 
         result = build_archive(_config(), out, drafts=drafts, templates=templates)
-        console = _console()
+        say = console()
         pages = len(result.published)
         drafts_note = f", {len(result.drafts)} of them drafts" if result.drafts else ""
-        console.print(
-            f"wrote {_show(result.out)}/: {', '.join(result.site_files)} "
+        say.print(
+            f"wrote {show_path(result.out)}/: {', '.join(result.site_files)} "
             f"and {pages} issue page{'s' * (pages != 1)}{drafts_note}",
             markup=False,
         )
         if result.left_out:
-            console.print(
+            say.print(
                 f"not published yet: {', '.join(result.left_out)} "
                 "(neither sent nor past their date; --drafts shows them)",
                 markup=False,
             )
         for warning in result.warnings:
-            _console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
-
-
-def _with_progress(run: Callable[[Callable[[int, int | None], None]], T], enabled: bool) -> T:
-    """A rich progress bar (sent/total, rate, ETA) on stderr while `run` sends."""
-    if not enabled:
-        return run(lambda done, total: None)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    class Rate(TextColumn):
-        def __init__(self) -> None:
-            super().__init__("")
-
-        def render(self, task: Any) -> Any:
-            from rich.text import Text
-
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f}/s" if speed else "")
-
-    columns = (
-        TextColumn("sending"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Rate(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=_console(stderr=True), transient=True) as bar:
-        task = bar.add_task("send", total=None)
-
-        def update(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=max(total or 0, done) or None)
-
-        return run(update)
-
-
-def _print_report(report: Report, as_json: bool, verbose: bool) -> None:
-    if as_json:
-        import json
-
-        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
-        return
-    from rich.table import Table
-    from rich.text import Text
-
-    out = _console()
-    grid = Table(show_header=False, box=None, pad_edge=False)
-    grid.add_column(style="bold")
-    grid.add_column()
-
-    def row(label: str, value: str) -> None:
-        grid.add_row(label, Text(value))  # plain text: subjects and addresses are never markup
-
-    kind = (
-        "dry run"
-        if report.dry_run
-        else ("sandbox (nothing delivered)" if report.sandbox else "send")
-    )
-    row("Issue", f"{report.issue} ({kind})")
-    row("Subject", report.subject)
-    where = f" -> {report.outbox}" if report.outbox else ""
-    row("Provider", report.provider + where)
-    row("List", f"{report.list_path}: {report.rows} rows, {report.recipients} recipients")
-    if report.dry_run:
-        row("Would send", f"{report.to_send} in {report.batches} batches")
-    else:
-        row(
-            "Sent",
-            f"{report.sent} in {report.batches} batches"
-            + (f" ({report.retries} retried)" if report.retries else "")
-            + (f", {report.sent / report.seconds:,.0f}/s" if report.seconds > 0 else ""),
-        )
-    extra = {
-        "already sent": report.already_sent,
-        "outcome unknown before (use --retry-unknown)": report.unknown_before,
-        "refused before": report.rejected_before,
-        "outcome unknown now": report.unknown,
-        "failed (not sent)": report.failed,
-        "refused by the server": report.rejected,
-    }
-    for label, count in extra.items():
-        if count:
-            row("", f"{count} {label}")
-    if report.skipped:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in report.skipped.most_common())
-        row("Skipped", f"{sum(report.skipped.values())} rows: {reasons}")
-        if report.skipped_file:
-            row(
-                "",
-                f"every skipped row: {_show(Path(report.skipped_file))}"
-                + ("" if verbose else " (or --verbose)"),
-            )
-    for path in report.previews:
-        row("Preview", _show(Path(path)))
-    out.print(grid)
-    if verbose:
-        for skipped in report.skipped_rows:
-            out.print(
-                f"  line {skipped.line}: {skipped.email or '(empty)'}: "
-                f"{skipped.reason.value}: {skipped.detail}",
-                markup=False,
-            )
-    err = _console(stderr=True)
-    for warning in report.warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    if report.outbox and report.sent and not report.dry_run:
-        out.print(
-            f"[green]Mail landed in {escape(_show(Path(report.outbox)))}/new/[/green] "
-            "(a Maildir: open it with any mail client)"
-        )
-
-
-def _show(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+            console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 def main() -> None:

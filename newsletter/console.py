@@ -1,0 +1,191 @@
+"""How results look in a terminal: reports, tables and the progress bar of `newsletter`.
+
+Only the CLI calls this; the library returns reports and raises errors, and never prints.
+Rich is imported inside each function, so a command that prints little pays little.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from newsletter.send import Report
+    from newsletter.status import IssueStatus
+
+T = TypeVar("T")
+
+
+def escape(text: str) -> str:
+    """Text for rich's markup: a `[` typed by an editor or a list is printed, not parsed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def print_status(found: IssueStatus) -> None:
+    from rich.table import Table
+
+    from newsletter.status import ORDER
+
+    out = console()
+    sends = Table(title=f"Sends of {found.issue}", title_justify="left")
+    for column in ("#", "started", "provider", "status", "sent", "unknown", "failed"):
+        sends.add_column(
+            column, justify="right" if column in ("#", "sent", "unknown", "failed") else "left"
+        )
+    for record in found.sends:
+        counts = record.counts
+        sends.add_row(
+            str(record.id),
+            record.started_at[:19].replace("T", " "),
+            record.provider + (" (sandbox)" if record.manifest.dry_run else ""),
+            record.status,
+            *(str(counts.get(k, "")) for k in ("sent", "unknown", "failed")),
+        )
+    out.print(sends)
+    states = ", ".join(f"{found.recipients[s]} {s}" for s in ORDER if found.recipients[s])
+    out.print(f"Recipients: {states or 'none'}", markup=False)
+    for state, advice in (
+        ("unknown", "may or may not have it; resend only with send --retry-unknown"),
+        ("pending", "a send is running, or was killed: the next send marks them unknown"),
+        ("failed", "did not get it; the next send of the issue tries them again"),
+        ("rejected", "refused by the server for good"),
+    ):
+        if found.recipients[state]:
+            out.print(
+                f"  {found.recipients[state]} {state}: {advice} (list: --show {state})",
+                markup=False,
+            )
+
+
+def with_progress(run: Callable[[Callable[[int, int | None], None]], T], enabled: bool) -> T:
+    """A rich progress bar (sent/total, rate, ETA) on stderr while `run` sends."""
+    if not enabled:
+        return run(lambda done, total: None)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class Rate(TextColumn):
+        def __init__(self) -> None:
+            super().__init__("")
+
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f}/s" if speed else "")
+
+    columns = (
+        TextColumn("sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task("send", total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=max(total or 0, done) or None)
+
+        return run(update)
+
+
+def print_report(report: Report, as_json: bool, verbose: bool) -> None:
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
+    grid = Table(show_header=False, box=None, pad_edge=False)
+    grid.add_column(style="bold")
+    grid.add_column()
+
+    def row(label: str, value: str) -> None:
+        grid.add_row(label, Text(value))  # plain text: subjects and addresses are never markup
+
+    kind = (
+        "dry run"
+        if report.dry_run
+        else ("sandbox (nothing delivered)" if report.sandbox else "send")
+    )
+    row("Issue", f"{report.issue} ({kind})")
+    row("Subject", report.subject)
+    where = f" -> {report.outbox}" if report.outbox else ""
+    row("Provider", report.provider + where)
+    row("List", f"{report.list_path}: {report.rows} rows, {report.recipients} recipients")
+    if report.dry_run:
+        row("Would send", f"{report.to_send} in {report.batches} batches")
+    else:
+        row(
+            "Sent",
+            f"{report.sent} in {report.batches} batches"
+            + (f" ({report.retries} retried)" if report.retries else "")
+            + (f", {report.sent / report.seconds:,.0f}/s" if report.seconds > 0 else ""),
+        )
+    extra = {
+        "already sent": report.already_sent,
+        "outcome unknown before (use --retry-unknown)": report.unknown_before,
+        "refused before": report.rejected_before,
+        "outcome unknown now": report.unknown,
+        "failed (not sent)": report.failed,
+        "refused by the server": report.rejected,
+    }
+    for label, count in extra.items():
+        if count:
+            row("", f"{count} {label}")
+    if report.skipped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in report.skipped.most_common())
+        row("Skipped", f"{sum(report.skipped.values())} rows: {reasons}")
+        if report.skipped_file:
+            row(
+                "",
+                f"every skipped row: {show_path(Path(report.skipped_file))}"
+                + ("" if verbose else " (or --verbose)"),
+            )
+    for path in report.previews:
+        row("Preview", show_path(Path(path)))
+    out.print(grid)
+    if verbose:
+        for skipped in report.skipped_rows:
+            out.print(
+                f"  line {skipped.line}: {skipped.email or '(empty)'}: "
+                f"{skipped.reason.value}: {skipped.detail}",
+                markup=False,
+            )
+    err = console(stderr=True)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    if report.outbox and report.sent and not report.dry_run:
+        out.print(
+            f"[green]Mail landed in {escape(show_path(Path(report.outbox)))}/new/[/green] "
+            "(a Maildir: open it with any mail client)"
+        )
+
+
+def show_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
