@@ -26,7 +26,7 @@ ProviderName = Literal["outbox", "smtp", "sendgrid"]
 
 
 def _address(value: str) -> str:
-    from newsletter.subscribers import validate_address
+    from newsletter.addresses import validate_address
 
     try:
         return validate_address(value)

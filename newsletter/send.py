@@ -592,7 +592,7 @@ def send_issue(
 
 def send_test(config: Config, issue_path: Path, address: str, options: SendOptions) -> Report:
     """One copy to the editor, marked [TEST]: not recorded as a delivery of the issue."""
-    from newsletter.subscribers import validate_address
+    from newsletter.addresses import validate_address
 
     try:
         email = validate_address(address)

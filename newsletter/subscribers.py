@@ -28,9 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Final, Self
 
-import email_validator
-from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
-
+from newsletter.addresses import fast_normalise, library_normalise, validate_address
 from newsletter.errors import SubscribersError
 
 if TYPE_CHECKING:
@@ -43,7 +41,6 @@ __all__ = [
     "SubscriberStream",
     "append_suppressions",
     "read_subscribers",
-    "validate_address",
 ]
 
 
@@ -84,61 +81,7 @@ class Skipped:
     detail: str
 
 
-# --- addresses ------------------------------------------------------------------------------
-
-# A strict subset of what email-validator accepts, so the common case skips its ~19 µs:
-# an ASCII dot-atom local part, then LDH labels and an alphabetic top-level domain.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_FAST_ADDRESS: Final = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@(?:{_LABEL}\.)+[A-Za-z]{{1,63}}")
-# Read once at import; the library reads it on each call, so changing it later is not seen here.
-_SPECIAL_USE_SUFFIXES: Final = tuple(
-    "." + d.lower() for d in email_validator.SPECIAL_USE_DOMAIN_NAMES
-)
-# RFC 2142 mailboxes (info@, postmaster@, ...) which the library lowercases.
-_LOWERCASED_MAILBOXES: Final = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
-
-
-def _fast_normalise(raw: str) -> str | None:
-    """The library's normalised form of a plain address, or None to ask the library.
-
-    "--" is left to the library, which rejects "ab--" labels and decodes "xn--" ones.
-    """
-    if len(raw) > 254 or _FAST_ADDRESS.fullmatch(raw) is None or "--" in raw:
-        return None
-    at = raw.index("@")
-    lowered = raw.lower()
-    if at > 64 or lowered.endswith(_SPECIAL_USE_SUFFIXES):
-        return None
-    if lowered == raw:  # most lists: nothing to normalise
-        return raw
-    if lowered[:at] in _LOWERCASED_MAILBOXES:
-        return lowered
-    return raw[:at] + lowered[at:]
-
-
-def _library_normalise(raw: str) -> str:
-    """Ask email-validator, with our rules pinned rather than taken from its globals."""
-    try:
-        return email_validator.validate_email(
-            raw,
-            check_deliverability=False,
-            allow_smtputf8=True,
-            allow_empty_local=False,
-            allow_quoted_local=False,
-            allow_domain_literal=False,
-            allow_display_name=False,
-            strict=False,
-            globally_deliverable=True,
-            test_environment=False,
-        ).normalized
-    except email_validator.EmailNotValidError as e:
-        raise ValueError(str(e)) from None
-
-
-def validate_address(raw: str) -> str:
-    """The normalised address (domain lowercased), or ValueError with the library's reason."""
-    return _fast_normalise(raw) or _library_normalise(raw)
+# --- the suppression list's addresses -------------------------------------------------------
 
 
 def _suppressed_address(raw: str) -> str:
@@ -439,7 +382,7 @@ class SubscriberStream:
         tag_cache: dict[str, frozenset[str]] = {"": _NO_TAGS}
         cursor = db.cursor()
         claim, sql_claim = cursor.execute, _CLAIM
-        statuses, normalise, new = _STATUSES.get, _fast_normalise, Subscriber
+        statuses, normalise, new = _STATUSES.get, fast_normalise, Subscriber
         previous = table.header_line
 
         def skip(line: int, raw: str, reason: SkipReason, detail: str) -> Skipped:
@@ -482,7 +425,7 @@ class SubscriberStream:
                     email = normalise(raw)
                     if email is None:
                         try:
-                            email = _library_normalise(raw)
+                            email = library_normalise(raw)
                         except ValueError as e:
                             yield skip(line, raw, SkipReason.INVALID, str(e))
                             continue

@@ -31,6 +31,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from newsletter.addresses import validate_address
 from newsletter.campaign import Campaign
 from newsletter.config import Config, load_config
 from newsletter.errors import IssueError, SubscribersError
@@ -38,7 +39,7 @@ from newsletter.issue import Issue, load_issue
 from newsletter.message import HeaderError, MessageBuilder, headers_for, recipient
 from newsletter.providers.sendgrid import PayloadBuilder
 from newsletter.render import Rendered, render_issue
-from newsletter.subscribers import Skipped, Subscriber, read_subscribers, validate_address
+from newsletter.subscribers import Skipped, Subscriber, read_subscribers
 from newsletter.tokens import Signer, TokenError
 from tests.servers.sendgrid import Accepted, expand
 from tests.workspace import make_workspace

@@ -14,15 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from newsletter.addresses import fast_normalise, validate_address
 from newsletter.errors import SubscribersError
 from newsletter.subscribers import (
     Skipped,
     SkipReason,
     Subscriber,
-    _fast_normalise,
     append_suppressions,
     read_subscribers,
-    validate_address,
 )
 
 DATA = Path(__file__).parent / "data" / "subscribers"
@@ -702,7 +701,7 @@ def test_the_stream_can_be_read_from_another_thread(tmp_path: Path) -> None:
     ],
 )
 def test_fast_path_and_library_agree(raw: str, fast: str | None, normalised: str) -> None:
-    assert _fast_normalise(raw) == fast
+    assert fast_normalise(raw) == fast
     assert validate_address(raw) == normalised
 
 
@@ -735,7 +734,7 @@ def test_fast_path_and_library_agree(raw: str, fast: str | None, normalised: str
     ],
 )
 def test_fast_path_leaves_what_the_library_rejects_to_the_library(raw: str, message: str) -> None:
-    assert _fast_normalise(raw) is None
+    assert fast_normalise(raw) is None
     with pytest.raises(ValueError) as error:
         validate_address(raw)
     assert str(error.value) == message
@@ -782,6 +781,6 @@ _ADDRESS = st.one_of(
 @settings(max_examples=2000, deadline=None)
 @given(_ADDRESS)
 def test_what_the_fast_path_accepts_the_library_accepts_identically(raw: str) -> None:
-    fast = _fast_normalise(raw)
+    fast = fast_normalise(raw)
     if fast is not None:
         assert email_validator.validate_email(raw, check_deliverability=False).normalized == fast
