@@ -104,27 +104,54 @@ TemplatesOpt = Annotated[
 
 
 @app.command()
-def render(
-    issue: IssueArg,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder [default: build/].")
-    ] = None,
-    templates: TemplatesOpt = None,
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="The folder to set up; made if missing.", show_default=False)
+    ],
 ) -> None:
-    """Render an issue to HTML, plain text and a complete .eml for a sample reader."""
+    """Set up a new workspace: settings, templates, an example issue and a list."""
     with _errors():
-        from newsletter.preview import render_files
+        from newsletter.scaffold import init_workspace
 
-        config = _config()
-        result = render_files(issue, config, out or config.build_dir, templates)
-        say = console()
-        for path in (result.html, result.text, result.eml):
-            say.print(f"wrote {show_path(path)}", markup=False)
-        say.print(
-            f"HTML {result.rendered.html_bytes / 1024:.1f} KB, "
-            f"{len(result.issue.all_articles())} articles"
+        workspace = init_workspace(directory)
+        out = console()
+        for path in workspace.created:
+            out.print(f"created {show_path(path)}", markup=False)
+        issue = workspace.issue.relative_to(workspace.root)
+        out.print(
+            "\nNext:\n"
+            f"  cd {show_path(workspace.root)}\n"
+            "  in newsletter.yaml, put your newsletter's name, from address and postal address\n"
+            f"  newsletter check {issue}\n"
+            f"  newsletter preview {issue}\n"
+            f"  newsletter send {issue} --to subscribers.csv --dry-run\n"
+            '  newsletter new "Next week\'s title"\n'
+            "Secrets (NEWSLETTER_SECRET for real sends, API keys, passwords) go in the "
+            "environment, never in newsletter.yaml: its first lines name them.",
+            markup=False,
         )
-        for warning in result.warnings:
+
+
+@app.command()
+def new(
+    title: Annotated[str, typer.Argument(help="The issue's title.", show_default=False)],
+    date: Annotated[
+        datetime | None,
+        typer.Option(
+            "--date",
+            formats=["%Y-%m-%d"],
+            help="The issue's date, YYYY-MM-DD [default: the next schedule.weekday].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Start an issue: issues/<date>-<slug>.yaml with TODOs to fill in; never overwrites."""
+    with _errors():
+        from newsletter.scaffold import new_issue
+
+        created = new_issue(_config(), title, date=date.date() if date else None)
+        console().print(show_path(created.path), markup=False)
+        for warning in created.warnings:
             console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
@@ -193,6 +220,31 @@ def check(
         out.print(f"{len(issues)} checked: {errors} errors, {warnings} warnings")
         if errors or (strict and warnings):
             raise typer.Exit(int(ExitCode.ERROR))
+
+
+@app.command()
+def render(
+    issue: IssueArg,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder [default: build/].")
+    ] = None,
+    templates: TemplatesOpt = None,
+) -> None:
+    """Render an issue to HTML, plain text and a complete .eml for a sample reader."""
+    with _errors():
+        from newsletter.preview import render_files
+
+        config = _config()
+        result = render_files(issue, config, out or config.build_dir, templates)
+        say = console()
+        for path in (result.html, result.text, result.eml):
+            say.print(f"wrote {show_path(path)}", markup=False)
+        say.print(
+            f"HTML {result.rendered.html_bytes / 1024:.1f} KB, "
+            f"{len(result.issue.all_articles())} articles"
+        )
+        for warning in result.warnings:
+            console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @app.command()
@@ -401,58 +453,6 @@ def unsubscribe(
             for text, reason in result.refused:
                 err.print(f"[red]error:[/red] {escape(text)}: {escape(reason)}")
             raise typer.Exit(int(ExitCode.ERROR))
-
-
-@app.command()
-def init(
-    directory: Annotated[
-        Path, typer.Argument(help="The folder to set up; made if missing.", show_default=False)
-    ],
-) -> None:
-    """Set up a new workspace: settings, templates, an example issue and a list."""
-    with _errors():
-        from newsletter.scaffold import init_workspace
-
-        workspace = init_workspace(directory)
-        out = console()
-        for path in workspace.created:
-            out.print(f"created {show_path(path)}", markup=False)
-        issue = workspace.issue.relative_to(workspace.root)
-        out.print(
-            "\nNext:\n"
-            f"  cd {show_path(workspace.root)}\n"
-            "  in newsletter.yaml, put your newsletter's name, from address and postal address\n"
-            f"  newsletter check {issue}\n"
-            f"  newsletter preview {issue}\n"
-            f"  newsletter send {issue} --to subscribers.csv --dry-run\n"
-            '  newsletter new "Next week\'s title"\n'
-            "Secrets (NEWSLETTER_SECRET for real sends, API keys, passwords) go in the "
-            "environment, never in newsletter.yaml: its first lines name them.",
-            markup=False,
-        )
-
-
-@app.command()
-def new(
-    title: Annotated[str, typer.Argument(help="The issue's title.", show_default=False)],
-    date: Annotated[
-        datetime | None,
-        typer.Option(
-            "--date",
-            formats=["%Y-%m-%d"],
-            help="The issue's date, YYYY-MM-DD [default: the next schedule.weekday].",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """Start an issue: issues/<date>-<slug>.yaml with TODOs to fill in; never overwrites."""
-    with _errors():
-        from newsletter.scaffold import new_issue
-
-        created = new_issue(_config(), title, date=date.date() if date else None)
-        console().print(show_path(created.path), markup=False)
-        for warning in created.warnings:
-            console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @app.command()
