@@ -41,7 +41,7 @@ def print_status(found: IssueStatus) -> None:
 
     out = console()
     sends = Table(title=f"Sends of {found.issue}", title_justify="left")
-    for column in ("#", "started", "provider", "status", "sent", "unknown", "failed"):
+    for column in ("#", "started (UTC)", "provider", "status", "sent", "unknown", "failed"):
         sends.add_column(
             column, justify="right" if column in ("#", "sent", "unknown", "failed") else "left"
         )
