@@ -352,12 +352,21 @@ def send(
         if to is None:
             raise UsageError("give the subscriber list with --to LIST.csv (or --test-to ADDRESS)")
         if dry_run:
-            print_report(plan(config, issue, to, options), as_json, verbose)
+            checked = with_progress(
+                lambda progress: plan(config, issue, to, options, on_progress=progress),
+                enabled=not as_json,
+                label="checking",
+            )
+            print_report(checked, as_json, verbose)
             return
         if not yes:
             if not sys.stdin.isatty():
                 raise UsageError("a real send asks for confirmation; without a terminal, add --yes")
-            preview = plan(config, issue, to, options, previews=0)
+            preview = with_progress(
+                lambda progress: plan(config, issue, to, options, previews=0, on_progress=progress),
+                enabled=True,
+                label="checking",
+            )
             print_report(preview, False, False)
             what = "validate" if sandbox else "send"
             if not typer.confirm(

@@ -70,8 +70,10 @@ def print_status(found: IssueStatus) -> None:
             )
 
 
-def with_progress(run: Callable[[Callable[[int, int | None], None]], T], enabled: bool) -> T:
-    """A rich progress bar (sent/total, rate, ETA) on stderr while `run` sends."""
+def with_progress(
+    run: Callable[[Callable[[int, int | None], None]], T], enabled: bool, label: str = "sending"
+) -> T:
+    """A rich progress bar (done/total, rate, ETA) on stderr while `run` works."""
     if not enabled:
         return run(lambda done, total: None)
     from rich.progress import (
@@ -93,7 +95,7 @@ def with_progress(run: Callable[[Callable[[int, int | None], None]], T], enabled
             return Text(f"{speed:,.0f}/s" if speed else "")
 
     columns = (
-        TextColumn("sending"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         Rate(),

@@ -123,6 +123,24 @@ def test_a_changed_issue_or_template_is_said_before_the_rest_are_mailed(ws: Path
     assert len(again["warnings"]) == 1 and "since send 1 " in again["warnings"][0]
 
 
+def test_a_dry_run_tells_how_far_through_the_list_it_is(ws: Path) -> None:
+    """A million rows take seconds to check: the CLI shows a bar while it waits."""
+    from tests.sending import readers
+
+    (ws / "big.csv").write_text(readers(2500), encoding="utf-8")
+    calls: list[tuple[int, int | None]] = []
+    config = load_config(ws / "newsletter.yaml", env={})
+    report = dry_run(
+        config,
+        ws / SAMPLE,
+        ws / "big.csv",
+        SendOptions(provider="outbox"),
+        on_progress=lambda done, total: calls.append((done, total)),
+    )
+    assert report.rows == 2500
+    assert calls == [(1000, 2500), (2000, 2500), (2500, 2500)]
+
+
 def test_dry_run_sends_nothing_and_writes_previews(ws: Path) -> None:
     result = runner.invoke(app, ["send", SAMPLE, "--to", "list.csv", "--dry-run"])
     assert result.exit_code == 0, result.output
