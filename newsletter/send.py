@@ -353,6 +353,19 @@ def dry_run(
     return report
 
 
+def retry_delay(
+    options: SendOptions, attempt: int, retry_after: float | None, since: float = 0.0
+) -> float:
+    """Exponential backoff with full jitter, never sooner than the server asked.
+
+    `since`: seconds since the answer that asked. With several requests out, a 429 for a
+    later batch is read after the wait for an earlier one, which may have covered it.
+    """
+    ceiling = min(options.max_backoff, options.backoff * 2 ** (attempt - 1))
+    wait = random.uniform(0, ceiling)
+    return max(wait, (retry_after or 0.0) - since)
+
+
 @dataclass
 class _Flight:
     """A batch whose request is out: the ledger has it as pending until it is settled."""
@@ -360,7 +373,10 @@ class _Flight:
     batch: Sequence[Recipient]
     batch_id: int
     attempt: int
-    future: Future[Sent]
+    future: Future[Sent] = field(init=False)
+    #: When the provider's answer came (the clock's time): the main thread may hear of it
+    #: later, while it settles older batches, and a Retry-After counts from the answer.
+    answered: float | None = None
 
 
 class _Sender:
@@ -384,26 +400,35 @@ class _Sender:
         on_progress: Progress | None,
         known_secrets: list[str],
         sleep: Callable[[float], None],
+        clock: Callable[[], float],
         pool: ThreadPoolExecutor,
     ) -> None:
         self.provider, self.ledger, self.send_id, self.issue = provider, ledger, send_id, issue
         self.options, self.report, self.on_progress = options, report, on_progress
-        self.secrets, self.sleep, self.pool = known_secrets, sleep, pool
+        self.secrets, self.sleep, self.clock, self.pool = known_secrets, sleep, clock, pool
         self.unknown_streak = 0
         self.hard_bounces: list[tuple[str, str]] = []
 
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with full jitter, never sooner than the server asked."""
-        ceiling = min(self.options.max_backoff, self.options.backoff * 2 ** (attempt - 1))
-        wait = random.uniform(0, ceiling)
-        return max(wait, retry_after or 0.0)
+    def delay(self, flight: _Flight, retry_after: float | None) -> float:
+        now = self.clock()
+        since = 0.0 if flight.answered is None else now - flight.answered
+        return retry_delay(self.options, flight.attempt, retry_after, since)
 
     def start(self, batch: Sequence[Recipient], attempt: int = 1) -> _Flight:
         """Record the batch as pending, then send it on the worker thread."""
         pairs = [(r.key, r.email) for r in batch]
         batch_id = self.ledger.begin_batch(self.send_id, self.issue, pairs) if self.ledger else 0
         self.report.batches += 1
-        return _Flight(batch, batch_id, attempt, self.pool.submit(self.provider.send, batch))
+        flight = _Flight(batch, batch_id, attempt)
+        flight.future = self.pool.submit(self._send, flight)
+        return flight
+
+    def _send(self, flight: _Flight) -> Sent:
+        """On a worker thread: the request, and when its answer (or error) came."""
+        try:
+            return self.provider.send(flight.batch)
+        finally:
+            flight.answered = self.clock()
 
     def settle(self, flight: _Flight, total: int | None) -> None:
         """Wait for the batch's answer and record it, retrying what is worth retrying."""
@@ -424,7 +449,7 @@ class _Sender:
                         self.report,
                     ) from None
                 self.report.retries += 1
-                self.sleep(self.delay(flight.attempt, exc.retry_after))
+                self.sleep(self.delay(flight, exc.retry_after))
                 flight = self.start(batch, flight.attempt + 1)
                 continue
             except UnknownOutcomeError as exc:
@@ -507,6 +532,7 @@ def send_issue(
     *,
     on_progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Report:
     """Send the issue to everyone on the list who has not had it; record each outcome."""
     started = time.perf_counter()
@@ -555,6 +581,7 @@ def send_issue(
                 on_progress,
                 known_secrets,
                 sleep,
+                clock,
                 pool,
             )
             total = estimate_rows(list_path)

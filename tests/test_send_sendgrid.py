@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.ledger import Ledger
-from newsletter.send import SendOptions, SendStopped, send_issue
+from newsletter.send import SendOptions, SendStopped, retry_delay, send_issue
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.servers.sendgrid import (
     SendGridServer,
@@ -130,8 +130,29 @@ def test_rate_limits_and_server_errors_are_retried_honouring_retry_after(
         sleep=waits.append,
     )
     assert report.sent == 30 and report.retries == 3
-    assert waits[0] >= 7  # Retry-After honoured
+    assert 6.5 < waits[0] <= 7  # Retry-After honoured, counted from the answer
     assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(30)}
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "since", "expected"),
+    [(7, 0, 7), (7, 2.5, 4.5), (7, 9, 0), (None, 0, 0), (0, 0, 0)],
+)
+def test_retry_after_counts_from_the_answer(
+    retry_after: float | None, since: float, expected: float
+) -> None:
+    """Four requests out, four 429s: the first wait covers the other three."""
+    options = SendOptions(provider="sendgrid", **FAST)
+    assert retry_delay(options, 1, retry_after, since) == expected
+
+
+def test_backoff_grows_with_the_attempt_and_is_capped() -> None:
+    options = SendOptions(provider="sendgrid", backoff=1.0, max_backoff=6.0)
+    for attempt, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 6.0), (9, 6.0)):
+        waits = [retry_delay(options, attempt, None) for _ in range(200)]
+        assert all(0 <= w <= ceiling for w in waits)
+        assert max(waits) > ceiling / 2  # jitter spreads over the whole range
+    assert retry_delay(options, 1, 30.0, since=1.0) == 29.0
 
 
 def test_a_bad_request_stops_with_sendgrids_reason(
