@@ -338,11 +338,22 @@ def test_schedule_weekday_is_validated(tmp_path: Path, monkeypatch: pytest.Monke
 def test_the_readme_walkthrough_init_then_new_first_issue(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`newsletter init news && cd news && newsletter new "First issue"` works on any day."""
+    """The README's "Start your own", in order: init, check, dry run, send, status, then
+    `newsletter new "First issue"`, which works on any day."""
     runner = CliRunner()
     monkeypatch.chdir(tmp_path)
     assert runner.invoke(app, ["init", "news"]).exit_code == 0
     monkeypatch.chdir(tmp_path / "news")
+    (welcome,) = [f"issues/{p.name}" for p in Path("issues").iterdir()]
+    for step in (
+        ["check", welcome],
+        ["send", welcome, "--to", "subscribers.csv", "--dry-run"],
+        ["send", welcome, "--to", "subscribers.csv", "--yes"],
+    ):
+        done = runner.invoke(app, step)
+        assert done.exit_code == 0, (step, done.output)
+    status = runner.invoke(app, ["status", welcome])
+    assert status.exit_code == 0 and "Recipients: 1 sent" in status.output
     result = runner.invoke(app, ["new", "First issue"])
     assert result.exit_code == 0, result.output
     created = list((tmp_path / "news" / "issues").glob("*-first-issue.yaml"))
