@@ -309,7 +309,7 @@ def test_several_requests_are_out_at_once(
     ws = workspace(
         tmp_path / "ws", 60, f"sendgrid:\n  batch_size: 10\n  concurrent_requests: {concurrency}\n"
     )
-    sendgrid_server.inject(*[slow_answer(0.3)] * 6)
+    sendgrid_server.inject(*[slow_answer(0.5)] * 6)  # long enough for all to start
     report = send_issue(
         config(ws, sg_env(sendgrid_server)),
         ws / SAMPLE,
