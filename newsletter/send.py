@@ -1,43 +1,41 @@
 """The send: load -> render -> personalise -> send -> record, for one issue and one list.
 
-Every recipient is looked up in the ledger before it is batched, every batch is recorded
-as `pending` before its request leaves and as `sent`, `failed` or `unknown` after, so a
-rerun (or a resume after a crash) mails exactly those who have not had the issue.
-Retrying with backoff lives here, once, for every provider.
+Every recipient is looked up in the ledger before it is batched, and `batches` records
+every batch as `pending` before its request leaves and as `sent`, `failed` or `unknown`
+after, so a rerun (or a resume after a crash) mails exactly those who have not had the
+issue.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import random
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from newsletter import __version__
+from newsletter.batches import BatchSender, Flight, Retries
 from newsletter.campaign import Campaign, prepare
 from newsletter.config import Config, redact, secrets, sendgrid_account, smtp_server
 from newsletter.errors import (
     ConfigError,
     NewsletterError,
-    PermanentProviderError,
     ProviderError,
     TemplateError,
-    TransientProviderError,
-    UnknownOutcomeError,
 )
 from newsletter.ledger import Ledger, Manifest, sha256_file, sha256_tree
 from newsletter.lock import send_lock
 from newsletter.message import Recipient
 from newsletter.output import write_atomic
-from newsletter.providers import Provider, Sent, open_provider
+from newsletter.providers import Provider, open_provider
 from newsletter.render import PACKAGE_TEMPLATES
+from newsletter.report import Progress, Report, SendStopped
 from newsletter.subscribers import (
     Skipped,
     Subscriber,
@@ -47,18 +45,18 @@ from newsletter.subscribers import (
 )
 from newsletter.tokens import SECRET_ENV
 
+__all__ = [
+    "Report",
+    "SendOptions",
+    "SendStopped",
+    "dry_run",
+    "estimate_rows",
+    "send_issue",
+    "send_test",
+]
+
 T = TypeVar("T")
-#: Skipped rows kept in memory for the report; all of them go to the skipped-rows CSV.
-SKIPPED_SHOWN = 1000
 _LOOKUP_CHUNK = 1000
-
-
-class SendStopped(ProviderError):
-    """The send stopped part way; the report says who got the issue and who did not."""
-
-    def __init__(self, message: str, report: Report) -> None:
-        self.report = report
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -74,59 +72,9 @@ class SendOptions:
     max_backoff: float = 60.0
     max_unknown_in_a_row: int = 3
 
-
-@dataclass
-class Report:
-    """What a send (or a dry run) did, in numbers a person and a script can both read."""
-
-    issue: str
-    subject: str
-    provider: str
-    list_path: str
-    dry_run: bool = False
-    sandbox: bool = False
-    rows: int = 0
-    recipients: int = 0
-    sent: int = 0
-    already_sent: int = 0
-    unknown: int = 0
-    unknown_before: int = 0
-    failed: int = 0
-    rejected: int = 0
-    rejected_before: int = 0
-    retries: int = 0
-    batches: int = 0
-    seconds: float = 0.0
-    skipped: Counter[str] = field(default_factory=Counter)
-    skipped_rows: list[Skipped] = field(default_factory=list)
-    skipped_file: str | None = None
-    previews: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    outbox: str | None = None
-    stopped: str | None = None
-
     @property
-    def to_send(self) -> int:
-        """Recipients this run would mail (a dry run) or tried to mail."""
-        return self.recipients - self.already_sent - self.unknown_before - self.rejected_before
-
-    def skip(self, row: Skipped) -> None:
-        self.skipped[row.reason.value] += 1
-        if len(self.skipped_rows) < SKIPPED_SHOWN:
-            self.skipped_rows.append(row)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["skipped"] = dict(self.skipped)
-        data["skipped_rows"] = [
-            {"line": s.line, "email": s.email, "reason": s.reason.value, "detail": s.detail}
-            for s in self.skipped_rows
-        ]
-        data["to_send"] = self.to_send
-        return data
-
-
-Progress = Callable[[int, int | None], None]
+    def retries(self) -> Retries:
+        return Retries(self.max_attempts, self.backoff, self.max_backoff, self.max_unknown_in_a_row)
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -353,177 +301,6 @@ def dry_run(
     return report
 
 
-def retry_delay(
-    options: SendOptions, attempt: int, retry_after: float | None, since: float = 0.0
-) -> float:
-    """Exponential backoff with full jitter, never sooner than the server asked.
-
-    `since`: seconds since the answer that asked. With several requests out, a 429 for a
-    later batch is read after the wait for an earlier one, which may have covered it.
-    """
-    ceiling = min(options.max_backoff, options.backoff * 2 ** (attempt - 1))
-    wait = random.uniform(0, ceiling)
-    return max(wait, (retry_after or 0.0) - since)
-
-
-@dataclass
-class _Flight:
-    """A batch whose request is out: the ledger has it as pending until it is settled."""
-
-    batch: Sequence[Recipient]
-    batch_id: int
-    attempt: int
-    future: Future[Sent] = field(init=False)
-    #: When the provider's answer came (the clock's time): the main thread may hear of it
-    #: later, while it settles older batches, and a Retry-After counts from the answer.
-    answered: float | None = None
-
-
-class _Sender:
-    """Sends batches with retries and records every outcome in the ledger.
-
-    Up to `provider.concurrency` requests are out at once, each on a worker thread, while
-    the main thread reads and checks the next batch: the waits for the provider overlap
-    each other and the work on the list. The ledger is written from the main thread only:
-    a batch is pending before its request leaves, and batches are settled in the order
-    they started.
-    """
-
-    def __init__(
-        self,
-        provider: Provider,
-        ledger: Ledger | None,
-        send_id: int,
-        issue: str,
-        options: SendOptions,
-        report: Report,
-        on_progress: Progress | None,
-        known_secrets: list[str],
-        sleep: Callable[[float], None],
-        clock: Callable[[], float],
-        pool: ThreadPoolExecutor,
-    ) -> None:
-        self.provider, self.ledger, self.send_id, self.issue = provider, ledger, send_id, issue
-        self.options, self.report, self.on_progress = options, report, on_progress
-        self.secrets, self.sleep, self.clock, self.pool = known_secrets, sleep, clock, pool
-        self.unknown_streak = 0
-        self.hard_bounces: list[tuple[str, str]] = []
-
-    def delay(self, flight: _Flight, retry_after: float | None) -> float:
-        now = self.clock()
-        since = 0.0 if flight.answered is None else now - flight.answered
-        return retry_delay(self.options, flight.attempt, retry_after, since)
-
-    def start(self, batch: Sequence[Recipient], attempt: int = 1) -> _Flight:
-        """Record the batch as pending, then send it on the worker thread."""
-        pairs = [(r.key, r.email) for r in batch]
-        batch_id = self.ledger.begin_batch(self.send_id, self.issue, pairs) if self.ledger else 0
-        self.report.batches += 1
-        flight = _Flight(batch, batch_id, attempt)
-        flight.future = self.pool.submit(self._send, flight)
-        return flight
-
-    def _send(self, flight: _Flight) -> Sent:
-        """On a worker thread: the request, and when its answer (or error) came."""
-        try:
-            return self.provider.send(flight.batch)
-        finally:
-            flight.answered = self.clock()
-
-    def settle(self, flight: _Flight, total: int | None) -> None:
-        """Wait for the batch's answer and record it, retrying what is worth retrying."""
-        while True:
-            batch = flight.batch
-            try:
-                result = flight.future.result()
-            except TransientProviderError as exc:
-                self._finish(flight.batch_id, "failed", error=str(exc))
-                if flight.attempt >= self.options.max_attempts:
-                    self.report.failed += len(batch)
-                    raise SendStopped(
-                        self._clean(
-                            f"{exc}; gave up after {flight.attempt} tries. Nobody in that batch "
-                            "got the issue: run the same command later to send to everyone who "
-                            "has not"
-                        ),
-                        self.report,
-                    ) from None
-                self.report.retries += 1
-                self.sleep(self.delay(flight, exc.retry_after))
-                flight = self.start(batch, flight.attempt + 1)
-                continue
-            except UnknownOutcomeError as exc:
-                self._finish(flight.batch_id, "unknown", error=str(exc))
-                self.report.unknown += len(batch)
-                self.unknown_streak += 1
-                if self.unknown_streak >= self.options.max_unknown_in_a_row:
-                    raise SendStopped(
-                        self._clean(
-                            f"{exc}. That is {self.unknown_streak} batches in a row with no "
-                            "answer, so the send stopped; check the provider, then rerun "
-                            "(recipients whose outcome is unknown are resent only with "
-                            "--retry-unknown)"
-                        ),
-                        self.report,
-                    ) from None
-                return
-            except PermanentProviderError as exc:
-                self._finish(flight.batch_id, "failed", error=str(exc))
-                self.report.failed += len(batch)
-                raise SendStopped(self._clean(str(exc)), self.report) from None
-            except NewsletterError as exc:
-                # ours, raised while building the request (a header we refuse): nothing left
-                self._finish(flight.batch_id, "failed", error=str(exc))
-                self.report.failed += len(batch)
-                raise
-            except BaseException:
-                # interrupted while waiting: the request may be out
-                self._finish(flight.batch_id, "unknown", error="interrupted while sending")
-                self.report.unknown += len(batch)
-                raise
-            self._record(flight, result, total)
-            return
-
-    def abandon(self, flight: _Flight) -> None:
-        """The send is stopping with a request out: wait for it and record it, no retries."""
-        try:
-            result = flight.future.result()
-        except UnknownOutcomeError as exc:
-            self._finish(flight.batch_id, "unknown", error=str(exc))
-            self.report.unknown += len(flight.batch)
-        except NewsletterError as exc:  # refused, or never left: nothing was delivered
-            self._finish(flight.batch_id, "failed", error=str(exc))
-            self.report.failed += len(flight.batch)
-        except BaseException:
-            self._finish(flight.batch_id, "unknown", error="interrupted while sending")
-            self.report.unknown += len(flight.batch)
-            raise
-        else:
-            self._record(flight, result, None)
-
-    def _record(self, flight: _Flight, result: Sent, total: int | None) -> None:
-        batch = flight.batch
-        self.unknown_streak = 0
-        if self.ledger:
-            self.ledger.finish_batch(
-                flight.batch_id, "sent", provider_id=result.provider_id, rejected=result.rejected
-            )
-        self.report.sent += len(batch) - len(result.rejected)
-        self.report.rejected += len(result.rejected)
-        if result.hard_bounces:
-            emails = {r.key: r.email for r in batch}
-            self.hard_bounces += [(emails[k], result.rejected[k]) for k in result.hard_bounces]
-        if self.on_progress:
-            self.on_progress(self.report.sent + self.report.rejected, total)
-
-    def _clean(self, text: str) -> str:
-        return redact(text, self.secrets)
-
-    def _finish(self, batch_id: int, status: str, *, error: str) -> None:
-        if self.ledger:
-            self.ledger.finish_batch(batch_id, status, error=self._clean(error))
-
-
 def send_issue(
     config: Config,
     issue_path: Path,
@@ -563,20 +340,20 @@ def send_issue(
         send_id = ledger.start_send(manifest)
         status = "failed"
         provider: Provider | None = None
-        sender: _Sender | None = None
-        flights: deque[_Flight] = deque()
+        sender: BatchSender | None = None
+        flights: deque[Flight] = deque()
         pool: ThreadPoolExecutor | None = None
         try:
             provider = open_provider(options.provider, campaign, sandbox=sandbox)
             pool = ThreadPoolExecutor(
                 max_workers=provider.concurrency, thread_name_prefix="newsletter-send"
             )
-            sender = _Sender(
+            sender = BatchSender(
                 provider,
                 None if sandbox else ledger,
                 send_id,
                 issue,
-                options,
+                options.retries,
                 report,
                 on_progress,
                 known_secrets,

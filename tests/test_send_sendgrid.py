@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from newsletter.batches import Retries, retry_delay
 from newsletter.cli import app
 from newsletter.ledger import Ledger
-from newsletter.send import SendOptions, SendStopped, retry_delay, send_issue
+from newsletter.send import SendOptions, SendStopped, send_issue
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.servers.sendgrid import (
     SendGridServer,
@@ -142,17 +143,17 @@ def test_retry_after_counts_from_the_answer(
     retry_after: float | None, since: float, expected: float
 ) -> None:
     """Four requests out, four 429s: the first wait covers the other three."""
-    options = SendOptions(provider="sendgrid", **FAST)
-    assert retry_delay(options, 1, retry_after, since) == expected
+    retries = SendOptions(provider="sendgrid", **FAST).retries
+    assert retry_delay(retries, 1, retry_after, since) == expected
 
 
 def test_backoff_grows_with_the_attempt_and_is_capped() -> None:
-    options = SendOptions(provider="sendgrid", backoff=1.0, max_backoff=6.0)
+    retries = Retries(backoff=1.0, max_backoff=6.0)
     for attempt, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 6.0), (9, 6.0)):
-        waits = [retry_delay(options, attempt, None) for _ in range(200)]
+        waits = [retry_delay(retries, attempt, None) for _ in range(200)]
         assert all(0 <= w <= ceiling for w in waits)
         assert max(waits) > ceiling / 2  # jitter spreads over the whole range
-    assert retry_delay(options, 1, 30.0, since=1.0) == 29.0
+    assert retry_delay(retries, 1, 30.0, since=1.0) == 29.0
 
 
 def test_a_bad_request_stops_with_sendgrids_reason(
