@@ -10,6 +10,7 @@ which every send honours.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,20 +36,22 @@ class Unsubscribed:
         return len(self.addresses) - self.added
 
 
+_IN_LINK = re.compile(r"[?&]token=([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
+
+
 def token_in(text: str) -> str:
-    """The token in a link (`...?token=T`), a mail subject (`unsubscribe T`), or on its own.
+    """The token in a link (`...?token=T`, maybe in <>, or the whole List-Unsubscribe
+    header), a mail subject (`unsubscribe T`), or on its own.
 
     Subjects arrive as a mail client shows them ("Re: unsubscribe T") or as the mailto
     link has them (`subject=unsubscribe%20T`); either way the token is the last word.
     """
-    text = text.strip()
-    query = urllib.parse.urlsplit(text).query if "token=" in text else ""
-    if query:
-        tokens = urllib.parse.parse_qs(query).get("token")
-        if tokens:
-            return tokens[-1].strip()
-    words = urllib.parse.unquote(text).split()
-    return words[-1] if words else ""
+    text = urllib.parse.unquote(text.strip())
+    found = _IN_LINK.search(text)
+    if found:
+        return found[1]
+    words = text.split()
+    return words[-1].strip("<>\"'()[],;") if words else ""
 
 
 def unsubscribe(config: Config, requests: Iterable[str], suppressions: Path) -> Unsubscribed:

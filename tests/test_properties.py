@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -612,6 +613,25 @@ def test_a_token_works_for_its_address_and_list_only(address: str, other: str) -
     for bad in _tampered(token):
         with pytest.raises(TokenError):
             signer.verify(bad)
+
+
+@settings(SETTINGS, max_examples=50 * SCALE)
+@given(address=st.one_of(st.emails(), st.text(min_size=1)))
+def test_a_token_is_found_in_every_form_an_unsubscribe_request_takes(address: str) -> None:
+    """The link, the List-Unsubscribe mailto's subject (raw, decoded, replied to), or alone."""
+    from newsletter.message import list_unsubscribe
+    from newsletter.tokens import link
+    from newsletter.unsubscribe import token_in
+
+    signer = Signer("property-test-secret-0123456789", "weekly.example.org")
+    token = signer.token(address)
+    url = link("https://brief.example.org/unsubscribe?list=weekly", token)
+    header = list_unsubscribe(url, "unsubscribe@example.org", token, fold=False)
+    assert header is not None
+    mailto = header.split("<mailto:")[1].rstrip(">")
+    subject = urllib.parse.unquote(mailto.split("?subject=")[1])
+    for request in (url, f"<{url}>", mailto, subject, f"Re: {subject}", f" {token}\n"):
+        assert signer.verify(token_in(request)) == address, request
 
 
 def _tampered(token: str) -> Iterator[str]:

@@ -112,6 +112,9 @@ def test_without_the_secret_only_outbox_tokens_check(ws: Path) -> None:
         ("unsubscribe abc.DEF", "abc.DEF"),
         ("Re: unsubscribe abc.DEF", "abc.DEF"),
         ("subject=unsubscribe%20abc.DEF", "abc.DEF"),
+        ("<https://x.example/u?token=abc.DEF>", "abc.DEF"),
+        ("<https://x.example/u?token=abc.DEF>, <mailto:u@x.example?subject=x>", "abc.DEF"),
+        ('"unsubscribe abc.DEF"', "abc.DEF"),
         ("", ""),
     ],
 )
