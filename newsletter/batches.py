@@ -10,6 +10,7 @@ Retrying lives here, once, for every provider.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -92,6 +93,23 @@ class BatchSender:
         self.secrets, self.sleep, self.clock, self.pool = known_secrets, sleep, clock, pool
         self.unknown_streak = 0
         self.hard_bounces: list[tuple[str, str]] = []
+        self.out: deque[Flight] = deque()  # requests out, oldest first
+
+    def send(self, batch: Sequence[Recipient], total: int | None) -> None:
+        """Send a batch once there is room: the oldest request out is settled first."""
+        while len(self.out) >= self.provider.concurrency:
+            self.settle(self.out.popleft(), total)
+        self.out.append(self.start(batch))
+
+    def drain(self, total: int | None) -> None:
+        """Settle every request still out, oldest first."""
+        while self.out:
+            self.settle(self.out.popleft(), total)
+
+    def abandon_all(self) -> None:
+        """The send is stopping: record the answer of every request still out."""
+        while self.out:
+            self.abandon(self.out.popleft())
 
     def delay(self, flight: Flight, retry_after: float | None) -> float:
         now = self.clock()

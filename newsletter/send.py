@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from newsletter import __version__
-from newsletter.batches import BatchSender, Flight, Retries
+from newsletter.batches import BatchSender, Retries
 from newsletter.campaign import Campaign, prepare
 from newsletter.config import Config, redact, secrets, sendgrid_account, smtp_server
 from newsletter.errors import (
@@ -341,7 +340,6 @@ def send_issue(
         status = "failed"
         provider: Provider | None = None
         sender: BatchSender | None = None
-        flights: deque[Flight] = deque()
         pool: ThreadPoolExecutor | None = None
         try:
             provider = open_provider(options.provider, campaign, sandbox=sandbox)
@@ -365,11 +363,8 @@ def send_issue(
             recipients = _classify(stream, report, ledger, campaign, options, skip_log)
             # Reading the next batch (the generator) overlaps the requests out.
             for batch in _chunks(recipients, provider.batch_size):
-                while len(flights) >= provider.concurrency:
-                    sender.settle(flights.popleft(), total)
-                flights.append(sender.start(batch))
-            while flights:
-                sender.settle(flights.popleft(), total)
+                sender.send(batch, total)
+            sender.drain(total)
             status = "finished"
         except SendStopped as exc:
             report.stopped = redact(str(exc), known_secrets)
@@ -383,8 +378,8 @@ def send_issue(
             raise
         finally:
             try:
-                while flights and sender is not None:
-                    sender.abandon(flights.popleft())
+                if sender is not None:
+                    sender.abandon_all()
             finally:
                 if pool is not None:
                     pool.shutdown(wait=True)
