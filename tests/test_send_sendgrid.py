@@ -8,8 +8,11 @@ the per-recipient messages SendGrid would send.
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -17,7 +20,7 @@ from typer.testing import CliRunner
 from newsletter.batches import Retries, retry_delay
 from newsletter.cli import app
 from newsletter.ledger import Ledger
-from newsletter.send import SendOptions, SendStopped, send_issue
+from newsletter.send import Report, SendOptions, SendStopped, send_issue
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.servers.sendgrid import (
     SendGridServer,
@@ -36,6 +39,19 @@ def sg_env(server: SendGridServer) -> dict[str, str]:
     return {"SENDGRID_API_KEY": server.api_key, "SENDGRID_API_HOST": server.url}
 
 
+def sg_send(
+    ws: Path,
+    server: SendGridServer,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    **options: Any,
+) -> Report:
+    """The workspace's sample issue to its list.csv through SendGrid (at `server`)."""
+    cfg = config(ws, sg_env(server))
+    chosen = SendOptions(provider="sendgrid", **options)
+    return send_issue(cfg, ws / SAMPLE, ws / "list.csv", chosen, sleep=sleep)
+
+
 def delivered(server: SendGridServer) -> Counter[str]:
     return Counter(d.email for d in server.deliveries() if d.kind == "to")
 
@@ -44,12 +60,7 @@ def test_batches_of_1000_each_recipient_once_personalised(
     tmp_path: Path, sendgrid_server: SendGridServer
 ) -> None:
     ws = workspace(tmp_path / "ws", 2500, "sendgrid:\n  category: weekly\n  asm_group_id: 4242\n")
-    report = send_issue(
-        config(ws, sg_env(sendgrid_server)),
-        ws / SAMPLE,
-        ws / "list.csv",
-        SendOptions(provider="sendgrid"),
-    )
+    report = sg_send(ws, sendgrid_server)
     assert (report.sent, report.batches) == (2500, 3)
     sizes = [len(a.body["personalizations"]) for a in sendgrid_server.accepted]
     assert sorted(sizes) == [500, 1000, 1000]  # out at once, so in any order
@@ -82,12 +93,7 @@ def test_names_are_escaped_in_html_and_plain_in_text(
 ) -> None:
     ws = workspace(tmp_path / "ws", 0)
     (ws / "list.csv").write_text('email,name\nann@example.com,"Ann <b>&amp; ""Co"""\n')
-    send_issue(
-        config(ws, sg_env(sendgrid_server)),
-        ws / SAMPLE,
-        ws / "list.csv",
-        SendOptions(provider="sendgrid"),
-    )
+    sg_send(ws, sendgrid_server)
     (mail,) = sendgrid_server.deliveries()
     assert "Hi Ann &lt;b&gt;&amp;amp; &quot;Co&quot;," in mail.contents["text/html"]
     assert 'Hi Ann <b>&amp; "Co",' in mail.contents["text/plain"]
@@ -97,23 +103,13 @@ def test_sandbox_validates_and_delivers_nothing(
     tmp_path: Path, sendgrid_server: SendGridServer
 ) -> None:
     ws = workspace(tmp_path / "ws", 30)
-    report = send_issue(
-        config(ws, sg_env(sendgrid_server)),
-        ws / SAMPLE,
-        ws / "list.csv",
-        SendOptions(provider="sendgrid", sandbox=True),
-    )
+    report = sg_send(ws, sendgrid_server, sandbox=True)
     assert report.sandbox and report.sent == 30
     assert sendgrid_server.accepted == [] and len(sendgrid_server.sandboxed) == 1
     assert sendgrid_server.sandboxed[0].body["mail_settings"] == {"sandbox_mode": {"enable": True}}
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         assert ledger.counts(ISSUE_ID) == {}
-    real = send_issue(
-        config(ws, sg_env(sendgrid_server)),
-        ws / SAMPLE,
-        ws / "list.csv",
-        SendOptions(provider="sendgrid"),
-    )
+    real = sg_send(ws, sendgrid_server)
     assert real.sent == 30
 
 
@@ -123,13 +119,7 @@ def test_rate_limits_and_server_errors_are_retried_honouring_retry_after(
     ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n")
     sendgrid_server.inject(status(429, retry_after=7), status(500), status(503))
     waits: list[float] = []
-    report = send_issue(
-        config(ws, sg_env(sendgrid_server)),
-        ws / SAMPLE,
-        ws / "list.csv",
-        SendOptions(provider="sendgrid", **FAST),
-        sleep=waits.append,
-    )
+    report = sg_send(ws, sendgrid_server, **FAST, sleep=waits.append)
     assert report.sent == 30 and report.retries == 3
     assert 6.5 < waits[0] <= 7  # Retry-After honoured, counted from the answer
     assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(30)}
@@ -163,9 +153,8 @@ def test_a_bad_request_stops_with_sendgrids_reason(
     ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n  concurrent_requests: 1\n")
     verified = "The from address does not match a verified Sender Identity."
     sendgrid_server.inject(slow(0), status(400, message=verified))
-    cfg = config(ws, sg_env(sendgrid_server))
     with pytest.raises(SendStopped) as info:
-        send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+        sg_send(ws, sendgrid_server)
     message = str(info.value)
     assert "SendGrid refused the request (400)" in message
     assert "verified Sender Identity" in message
@@ -173,7 +162,7 @@ def test_a_bad_request_stops_with_sendgrids_reason(
     assert (report.sent, report.failed) == (10, 10)
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         assert ledger.counts(ISSUE_ID) == {"sent": 10, "failed": 10}
-    rerun = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    rerun = sg_send(ws, sendgrid_server)
     assert (rerun.sent, rerun.already_sent) == (20, 10)
     assert max(delivered(sendgrid_server).values()) == 1
 
@@ -186,9 +175,8 @@ def test_a_refusal_of_one_personalization_names_its_address(
     ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n  concurrent_requests: 1\n")
     rows = (ws / "list.csv").read_text().replace("Reader 13\n", "R" * 6000 + "\n")
     (ws / "list.csv").write_text(rows)
-    cfg = config(ws, sg_env(sendgrid_server))
     with pytest.raises(SendStopped) as info:
-        send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+        sg_send(ws, sendgrid_server)
     message = str(info.value)
     assert "SendGrid refused the request (400)" in message
     assert "personalizations.3.substitutions (reader00013@example.com): " in message
@@ -224,8 +212,7 @@ def test_the_client_librarys_debug_log_shows_neither_key_nor_addresses(
 
     ws = workspace(tmp_path / "ws", 3)
     caplog.set_level(logging.DEBUG, logger="python_http_client.client")
-    cfg = config(ws, sg_env(sendgrid_server))
-    report = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    report = sg_send(ws, sendgrid_server)
     assert report.sent == 3
     log = caplog.text
     assert "PAYLOAD: <memory at 0x" in log  # not the body
@@ -242,15 +229,12 @@ def test_lost_answers_are_unknown_and_resent_only_on_request(
 ) -> None:
     ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n")
     sendgrid_server.inject(drop_after_accept())
-    cfg = config(ws, sg_env(sendgrid_server))
-    report = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    report = sg_send(ws, sendgrid_server)
     assert (report.sent, report.unknown) == (20, 10)
     assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(30)}
-    rerun = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    rerun = sg_send(ws, sendgrid_server)
     assert (rerun.sent, rerun.unknown_before, rerun.already_sent) == (0, 10, 20)
-    retried = send_issue(
-        cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid", retry_unknown=True)
-    )
+    retried = sg_send(ws, sendgrid_server, retry_unknown=True)
     assert retried.sent == 10
     assert sorted(Counter(delivered(sendgrid_server).values()).items()) == [(1, 20), (2, 10)]
 
@@ -261,12 +245,7 @@ def test_a_dropped_connection_is_unknown_even_if_nothing_arrived(
     """The client cannot tell a reset before or after the server read the request."""
     ws = workspace(tmp_path / "ws", 20, "sendgrid:\n  batch_size: 10\n")
     sendgrid_server.inject(drop_before_read())
-    report = send_issue(
-        config(ws, sg_env(sendgrid_server)),
-        ws / SAMPLE,
-        ws / "list.csv",
-        SendOptions(provider="sendgrid"),
-    )
+    report = sg_send(ws, sendgrid_server)
     assert (report.sent, report.unknown) == (10, 10)
 
 
@@ -292,12 +271,7 @@ def test_many_unknown_outcomes_in_a_row_stop_the_send(
     ws = workspace(tmp_path / "ws", 60, "sendgrid:\n  batch_size: 10\n  concurrent_requests: 1\n")
     sendgrid_server.inject(drop_after_accept(), drop_after_accept(), drop_after_accept())
     with pytest.raises(SendStopped, match="3 batches in a row with no answer"):
-        send_issue(
-            config(ws, sg_env(sendgrid_server)),
-            ws / SAMPLE,
-            ws / "list.csv",
-            SendOptions(provider="sendgrid"),
-        )
+        sg_send(ws, sendgrid_server)
     assert sendgrid_server.requests == 3
     assert sendgrid_server.peak_concurrent_requests == 1
 
@@ -311,12 +285,7 @@ def test_several_requests_are_out_at_once(
         tmp_path / "ws", 60, f"sendgrid:\n  batch_size: 10\n  concurrent_requests: {concurrency}\n"
     )
     sendgrid_server.inject(*[slow_answer(0.5)] * 6)  # long enough for all to start
-    report = send_issue(
-        config(ws, sg_env(sendgrid_server)),
-        ws / SAMPLE,
-        ws / "list.csv",
-        SendOptions(provider="sendgrid"),
-    )
+    report = sg_send(ws, sendgrid_server)
     assert (report.sent, report.batches) == (60, 6)
     assert sendgrid_server.peak_concurrent_requests == peak
     assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(60)}
@@ -332,9 +301,8 @@ def test_a_refusal_with_requests_out_settles_them_and_starts_no_more(
     ws = workspace(tmp_path / "ws", 100, "sendgrid:\n  batch_size: 10\n  concurrent_requests: 3\n")
     # the first three requests arrive together; whichever comes second is refused
     sendgrid_server.inject(slow_answer(0.2), status(401), slow_answer(0.2))
-    cfg = config(ws, sg_env(sendgrid_server))
     with pytest.raises(SendStopped, match="the API key is wrong") as info:
-        send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+        sg_send(ws, sendgrid_server)
     report = info.value.report
     accepted = sendgrid_server.accepted_count
     # batches 1-3 go out; each settled before the refused one lets one more start
@@ -344,7 +312,7 @@ def test_a_refusal_with_requests_out_settles_them_and_starts_no_more(
         assert ledger.counts(ISSUE_ID) == {"sent": 10 * accepted, "failed": 10}
         sent = {d.email for d in ledger.deliveries(ISSUE_ID, "sent")}
     assert sent == set(delivered(sendgrid_server))
-    rerun = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    rerun = sg_send(ws, sendgrid_server)
     assert (rerun.sent, rerun.already_sent) == (100 - 10 * accepted, 10 * accepted)
     assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(100)}
 
@@ -352,12 +320,7 @@ def test_a_refusal_with_requests_out_settles_them_and_starts_no_more(
 def test_a_slow_server_is_waited_for(tmp_path: Path, sendgrid_server: SendGridServer) -> None:
     ws = workspace(tmp_path / "ws", 5)
     sendgrid_server.inject(slow(0.3))
-    report = send_issue(
-        config(ws, sg_env(sendgrid_server)),
-        ws / SAMPLE,
-        ws / "list.csv",
-        SendOptions(provider="sendgrid"),
-    )
+    report = sg_send(ws, sendgrid_server)
     assert report.sent == 5
 
 
@@ -413,12 +376,7 @@ def test_a_stop_while_a_request_is_out_records_its_answer(
 
     monkeypatch.setattr(Campaign, "recipient", recipient)
     with pytest.raises(KeyboardInterrupt):
-        send_issue(
-            config(ws, sg_env(sendgrid_server)),
-            ws / SAMPLE,
-            ws / "list.csv",
-            SendOptions(provider="sendgrid"),
-        )
+        sg_send(ws, sendgrid_server)
     assert sendgrid_server.accepted_count == 1
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         assert ledger.counts(ISSUE_ID) == {"sent": 10}
