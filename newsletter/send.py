@@ -144,18 +144,21 @@ def _readiness(config: Config, provider: str) -> list[str]:
     return problems
 
 
-def _templates(config: Config, options: SendOptions) -> Path:
-    return options.templates or config.templates_dir or PACKAGE_TEMPLATES
+def _version(config: Config, issue_path: Path, options: SendOptions) -> tuple[str, str]:
+    """What readers get, by content: SHA-256 of the issue file and of the templates."""
+    templates = options.templates or config.templates_dir or PACKAGE_TEMPLATES
+    return sha256_file(issue_path), sha256_tree(templates)
 
 
 def _manifest(
     config: Config, issue_path: Path, list_path: Path, options: SendOptions, campaign: Campaign
 ) -> Manifest:
+    issue_sha256, templates_sha256 = _version(config, issue_path, options)
     return Manifest(
         issue=campaign.issue.id,
         issue_path=str(issue_path),
-        issue_sha256=sha256_file(issue_path),
-        templates_sha256=sha256_tree(_templates(config, options)),
+        issue_sha256=issue_sha256,
+        templates_sha256=templates_sha256,
         list_path=str(list_path),
         list_sha256=sha256_file(list_path),
         provider=options.provider,
@@ -164,11 +167,10 @@ def _manifest(
     )
 
 
-def _changed_since(
-    ledger: Ledger, issue: str, issue_sha256: str, templates_sha256: str
-) -> list[str]:
+def _changed_since(ledger: Ledger, issue: str, version: tuple[str, str]) -> list[str]:
     """Earlier sends of the issue that mailed people another version of it: said, not refused,
     since fixing a typo before resuming a stopped send is what an editor would do."""
+    issue_sha256, templates_sha256 = version
     changed: dict[int, tuple[str, str]] = {}
     for record in ledger.sends(issue):
         what = [
@@ -271,9 +273,8 @@ def dry_run(
     out = out or config.build_dir / "preview" / campaign.issue.id
     ledger = Ledger(config.ledger_path) if config.ledger_path.exists() else None
     if ledger:
-        templates = sha256_tree(_templates(config, options))
-        issue_hash = sha256_file(issue_path)
-        report.warnings += _changed_since(ledger, campaign.issue.id, issue_hash, templates)
+        version = _version(config, issue_path, options)
+        report.warnings += _changed_since(ledger, campaign.issue.id, version)
     skip_log = _SkipLog(config.build_dir / f"{campaign.issue.id}-skipped.csv")
     try:
         with _open_list(list_path, config, options, campaign) as stream:
@@ -334,7 +335,7 @@ def send_issue(
         skip_log = _SkipLog(config.build_dir / f"{issue}-skipped.csv")
         manifest = _manifest(config, issue_path, list_path, options, campaign)
         report.warnings += _changed_since(
-            ledger, issue, manifest.issue_sha256, manifest.templates_sha256
+            ledger, issue, (manifest.issue_sha256, manifest.templates_sha256)
         )
         send_id = ledger.start_send(manifest)
         status = "failed"
