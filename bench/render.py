@@ -29,8 +29,8 @@ def workspace() -> Path:
 
 def in_process(root: Path, runs: int) -> list[float]:
     from newsletter.config import load_config
-    from newsletter.issue import load_issue
-    from newsletter.render import render_issue
+    from newsletter.content.issue import load_issue
+    from newsletter.content.render import render_issue
 
     config = load_config(root / "newsletter.yaml")
     render_issue(load_issue(root / SAMPLE), config)  # warm: imports, template compilation

@@ -223,7 +223,7 @@ def peak_rss_mb() -> float:
 
 def sendgrid_child(list_path: Path, url: str, scratch: Path, concurrency: str = "") -> None:
     """In a fresh process: one send, then its time and peak RSS as JSON on stdout."""
-    from newsletter.send import SendOptions, send_issue
+    from newsletter.delivery.send import SendOptions, send_issue
 
     root = workspace(scratch)
     if concurrency:
@@ -429,7 +429,7 @@ def _smtp_env(port: int) -> dict[str, str]:
 
 def smtp_newsletter(sink: Sink, list_path: Path, rows: int, scratch: Path) -> float:
     """One `send_issue` through SMTP; messages/s."""
-    from newsletter.send import SendOptions, send_issue
+    from newsletter.delivery.send import SendOptions, send_issue
 
     root = workspace(scratch)
     config = load(root, _smtp_env(sink.port))
@@ -464,7 +464,7 @@ def smtp_bare(sink: Sink, message: bytes, sender: str, rows: int) -> float:
 
 def sample_message(scratch: Path) -> tuple[bytes, str]:
     """A real message of the issue (CRLF line ends, as the provider sends it), and its sender."""
-    from newsletter.campaign import prepare
+    from newsletter.delivery.campaign import prepare
 
     root = workspace(scratch)
     campaign = prepare(load(root, {}), root / SAMPLE, allow_local_secret=False)
@@ -549,7 +549,7 @@ def naive_message(campaign: Any, recipient: Any) -> bytes:
     from email.message import EmailMessage
     from email.utils import formataddr, formatdate, make_msgid
 
-    from newsletter.render import render_issue
+    from newsletter.content.render import render_issue
 
     rendered = render_issue(campaign.issue, campaign.config)
     html, text = rendered.personalise(recipient.fields)
@@ -568,7 +568,7 @@ def naive_message(campaign: Any, recipient: Any) -> bytes:
 
 
 def bench_naive(quick: bool, scratch: Path, smtp: Result | None) -> list[Result]:
-    from newsletter.campaign import prepare
+    from newsletter.delivery.campaign import prepare
 
     naive_rows, build_rows = (50, 10_000) if quick else (200, 10_000)
     runs = 3

@@ -174,10 +174,10 @@ def check(
 ) -> None:
     """Validate issues and lint them before sending: fit to gate a CI job."""
     with _errors():
-        from newsletter.check import preflight
+        from newsletter.content.check import preflight
+        from newsletter.content.issue import load_issue
+        from newsletter.content.render import render_issue
         from newsletter.errors import IssueError
-        from newsletter.issue import load_issue
-        from newsletter.render import render_issue
 
         config = _config()
         out, err = console(), console(stderr=True)
@@ -198,7 +198,7 @@ def check(
             warnings += sum(f.level == "warning" for f in findings)
             clean = not findings
             if links:
-                from newsletter.links import check_links
+                from newsletter.content.links import check_links
 
                 labels = {
                     "error": ("error", "red"),
@@ -232,7 +232,7 @@ def render(
 ) -> None:
     """Render an issue to HTML, plain text and a complete .eml for a sample reader."""
     with _errors():
-        from newsletter.preview import render_files
+        from newsletter.web.preview_files import render_files
 
         config = _config()
         result = render_files(issue, config, out or config.build_dir, templates)
@@ -268,11 +268,11 @@ def preview(
 ) -> None:
     """Render an issue and open it in the browser, or serve a live, reloading preview."""
     with _errors():
-        from newsletter.preview import render_files
+        from newsletter.web.preview_files import render_files
 
         config = _config()
         if serve:
-            from newsletter.serve import serve as serve_preview
+            from newsletter.web.preview_server import serve as serve_preview
 
             out = console()
             serve_preview(
@@ -331,9 +331,9 @@ def send(
 ) -> None:
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
     with _errors():
-        from newsletter.providers import NAMES
-        from newsletter.send import SendOptions, SendStopped, send_issue, send_test
-        from newsletter.send import dry_run as plan
+        from newsletter.delivery.providers import NAMES
+        from newsletter.delivery.send import SendOptions, SendStopped, send_issue, send_test
+        from newsletter.delivery.send import dry_run as plan
 
         config = _config()
         name = provider or config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider
@@ -408,7 +408,7 @@ def status(
     with _errors():
         import csv
 
-        from newsletter import status as ledger_status
+        from newsletter.delivery import status as ledger_status
 
         config = _config()
         issue_id = ledger_status.issue_id(issue)
@@ -442,7 +442,7 @@ def unsubscribe(
 ) -> None:
     """Put the readers behind unsubscribe requests on the suppression list."""
     with _errors():
-        from newsletter.unsubscribe import unsubscribe as suppress
+        from newsletter.lists.unsubscribe import unsubscribe as suppress
 
         config = _config()
         given = [
@@ -476,7 +476,7 @@ def archive(
 ) -> None:
     """Build the web archive: a page per published issue, an index, Atom and RSS feeds."""
     with _errors():
-        from newsletter.archive import build_archive
+        from newsletter.web.archive import build_archive
 
         result = build_archive(_config(), out, drafts=drafts, templates=templates)
         say = console()

@@ -17,16 +17,16 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from newsletter import yamldoc
+from newsletter.content import yamldoc
+from newsletter.content.issue import Line, Url
 from newsletter.errors import ConfigError
-from newsletter.issue import Line, Url
 
 CONFIG_NAME = "newsletter.yaml"
 ProviderName = Literal["outbox", "smtp", "sendgrid"]
 
 
 def _address(value: str) -> str:
-    from newsletter.addresses import validate_address
+    from newsletter.lists.addresses import validate_address
 
     try:
         return validate_address(value)

@@ -15,8 +15,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from newsletter.send import Report
-    from newsletter.status import IssueStatus
+    from newsletter.delivery.send import Report
+    from newsletter.delivery.status import IssueStatus
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ def console(stderr: bool = False) -> Console:
 def print_status(found: IssueStatus) -> None:
     from rich.table import Table
 
-    from newsletter.status import ORDER
+    from newsletter.delivery.status import ORDER
 
     out = console()
     sends = Table(title=f"Sends of {found.issue}", title_justify="left")

@@ -15,14 +15,14 @@ import lxml.html
 import pytest
 from typer.testing import CliRunner
 
-from newsletter import archive
-from newsletter.archive import build_archive
 from newsletter.cli import app
 from newsletter.config import Config, load_config
+from newsletter.content.issue import load_issue
+from newsletter.content.render import render_issue
 from newsletter.errors import UsageError
-from newsletter.issue import load_issue
-from newsletter.ledger import Ledger, Manifest
-from newsletter.render import render_issue
+from newsletter.storage.ledger import Ledger, Manifest
+from newsletter.web import archive
+from newsletter.web.archive import build_archive
 from tests.workspace import make_workspace, write_issue
 
 runner = CliRunner()

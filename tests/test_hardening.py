@@ -28,13 +28,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from newsletter import tokens
 from newsletter.cli import app
 from newsletter.config import load_config
+from newsletter.delivery.send import SendOptions, SendStopped, send_issue
 from newsletter.errors import ConfigError
-from newsletter.ledger import Ledger
-from newsletter.send import SendOptions, SendStopped, send_issue
-from newsletter.tokens import LOCAL_SECRET, Signer, TokenError
+from newsletter.lists import tokens
+from newsletter.lists.tokens import LOCAL_SECRET, Signer, TokenError
+from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, readers, workspace
 from tests.servers.sendgrid import SendGridServer, status
 from tests.servers.smtp import SMTPServer, drop, reply
@@ -324,7 +324,7 @@ def outbox_to(ws: Path) -> list[str]:
 PEAK_MEMORY_SCRIPT = """
 import sys
 from pathlib import Path
-from newsletter.subscribers import read_subscribers
+from newsletter.lists.subscribers import read_subscribers
 n = 0
 with read_subscribers(Path(sys.argv[1])) as stream:
     for row in stream:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.content.issue import load_issue
 from newsletter.errors import IssueError
-from newsletter.issue import load_issue
 from tests.workspace import MINIMAL_ISSUE, REPO, SAMPLE, write_issue
 
 

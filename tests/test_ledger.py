@@ -17,8 +17,8 @@ import pytest
 
 import newsletter
 from newsletter.errors import LedgerError
-from newsletter.ledger import Ledger, Manifest, sha256_file, sha256_tree
-from newsletter.lock import send_lock
+from newsletter.storage.ledger import Ledger, Manifest, sha256_file, sha256_tree
+from newsletter.storage.lock import send_lock
 
 ISSUE = "2025-08-01-north-korea"
 # Child processes import this checkout of the package, installed or not.
@@ -273,7 +273,7 @@ def test_a_batch_begun_by_a_process_killed_mid_request_is_recovered(path: Path) 
         f"""
         import os, signal
         from pathlib import Path
-        from newsletter.ledger import Ledger, Manifest
+        from newsletter.storage.ledger import Ledger, Manifest
         ledger = Ledger(Path({str(path)!r}))
         send = ledger.start_send(Manifest("{ISSUE}", "i", "0", "0", "l", "0", "smtp", "0.1.0"))
         ledger.begin_batch(send, "{ISSUE}", [("ann@example.org", "ann@example.org")])
@@ -435,7 +435,7 @@ def deadline(seconds: int) -> Iterator[None]:
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from newsletter.lock import send_lock
+from newsletter.storage.lock import send_lock
 with send_lock(Path(sys.argv[1]), sys.argv[2]):
     print("locked", flush=True)
     time.sleep(600)

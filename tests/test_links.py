@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from newsletter.issue import load_issue
-from newsletter.links import USER_AGENT, Hop, LinkResult, Place, check_links, issue_links
+from newsletter.content.issue import load_issue
+from newsletter.content.links import USER_AGENT, Hop, LinkResult, Place, check_links, issue_links
 
 TIMEOUT = 1.0
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import Config, load_config
-from newsletter.issue import load_issue
-from newsletter.message import HeaderError, MessageBuilder, headers_for, recipient
-from newsletter.render import Rendered, render_issue
-from newsletter.tokens import LOCAL_SECRET, Signer
+from newsletter.content.issue import load_issue
+from newsletter.content.render import Rendered, render_issue
+from newsletter.delivery.message import HeaderError, MessageBuilder, headers_for, recipient
+from newsletter.lists.tokens import LOCAL_SECRET, Signer
 from tests.workspace import SAMPLE, make_workspace
 
 

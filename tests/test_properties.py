@@ -32,16 +32,16 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from newsletter.addresses import validate_address
-from newsletter.campaign import Campaign
 from newsletter.config import Config, load_config
+from newsletter.content.issue import Issue, load_issue
+from newsletter.content.render import Rendered, render_issue
+from newsletter.delivery.campaign import Campaign
+from newsletter.delivery.message import HeaderError, MessageBuilder, headers_for, recipient
+from newsletter.delivery.providers.sendgrid import PayloadBuilder
 from newsletter.errors import IssueError, SubscribersError
-from newsletter.issue import Issue, load_issue
-from newsletter.message import HeaderError, MessageBuilder, headers_for, recipient
-from newsletter.providers.sendgrid import PayloadBuilder
-from newsletter.render import Rendered, render_issue
-from newsletter.subscribers import Skipped, Subscriber, read_subscribers
-from newsletter.tokens import Signer, TokenError
+from newsletter.lists.addresses import validate_address
+from newsletter.lists.subscribers import Skipped, Subscriber, read_subscribers
+from newsletter.lists.tokens import Signer, TokenError
 from tests.servers.sendgrid import Accepted, expand
 from tests.workspace import make_workspace
 
@@ -619,9 +619,9 @@ def test_a_token_works_for_its_address_and_list_only(address: str, other: str) -
 @given(address=st.one_of(st.emails(), st.text(min_size=1)))
 def test_a_token_is_found_in_every_form_an_unsubscribe_request_takes(address: str) -> None:
     """The link, the List-Unsubscribe mailto's subject (raw, decoded, replied to), or alone."""
-    from newsletter.message import list_unsubscribe
-    from newsletter.tokens import link
-    from newsletter.unsubscribe import token_in
+    from newsletter.delivery.message import list_unsubscribe
+    from newsletter.lists.tokens import link
+    from newsletter.lists.unsubscribe import token_in
 
     signer = Signer("property-test-secret-0123456789", "weekly.example.org")
     token = signer.token(address)

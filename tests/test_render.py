@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_config
+from newsletter.content.issue import load_issue
+from newsletter.content.render import GMAIL_CLIP_BYTES, render_issue
+from newsletter.delivery.message import sample_recipient
 from newsletter.errors import TemplateError
-from newsletter.issue import load_issue
-from newsletter.message import sample_recipient
-from newsletter.render import GMAIL_CLIP_BYTES, render_issue
 from tests.workspace import MINIMAL_ISSUE, SAMPLE, make_workspace, write_issue
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from newsletter.ledger import Ledger
+from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, SECRET, workspace
 from tests.servers.sendgrid import SendGridServer, slow_answer
 from tests.servers.smtp import SMTPServer

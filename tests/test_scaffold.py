@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from newsletter import scaffold
 from newsletter.cli import app
 from newsletter.config import WEEKDAYS, Settings, load_config
+from newsletter.content.issue import load_issue
 from newsletter.errors import UsageError
-from newsletter.issue import load_issue
 from newsletter.scaffold import next_issue_date, slugify
 from tests.workspace import make_workspace
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.config import load_config
-from newsletter.ledger import Ledger
-from newsletter.send import SendOptions, dry_run, send_issue
+from newsletter.delivery.send import SendOptions, dry_run, send_issue
+from newsletter.storage.ledger import Ledger
 from tests.workspace import SAMPLE, make_workspace
 
 runner = CliRunner()

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from newsletter.batches import Retries, retry_delay
 from newsletter.cli import app
-from newsletter.ledger import Ledger
-from newsletter.send import Report, SendOptions, SendStopped, send_issue
+from newsletter.delivery.batches import Retries, retry_delay
+from newsletter.delivery.send import Report, SendOptions, SendStopped, send_issue
+from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.servers.sendgrid import (
     SendGridServer,
@@ -340,8 +340,8 @@ def test_the_json_text_body_is_the_payload(tmp_path: Path, name: str) -> None:
     """The hand-assembled request body parses to exactly the dict the payload builder makes."""
     import json
 
-    from newsletter.campaign import prepare
-    from newsletter.providers.sendgrid import PayloadBuilder
+    from newsletter.delivery.campaign import prepare
+    from newsletter.delivery.providers.sendgrid import PayloadBuilder
 
     ws = workspace(tmp_path / "ws", 0, "sendgrid:\n  asm_group_id: 7\n")
     campaign = prepare(config(ws, {}), ws / SAMPLE, allow_local_secret=False)
@@ -361,7 +361,7 @@ def test_a_stop_while_a_request_is_out_records_its_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sendgrid_server: SendGridServer
 ) -> None:
     """The next batch is read while one is in flight; Ctrl-C then still settles that one."""
-    from newsletter.campaign import Campaign
+    from newsletter.delivery.campaign import Campaign
 
     ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n")
     sendgrid_server.inject(slow_answer(0.3))

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import Config, load_config
+from newsletter.content.render import PACKAGE_TEMPLATES
 from newsletter.errors import UsageError
-from newsletter.render import PACKAGE_TEMPLATES
-from newsletter.serve import PreviewServer, serve
+from newsletter.web.preview_server import PreviewServer, serve
 from tests.workspace import SAMPLE, make_workspace
 
 POLL = 0.02

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from newsletter.ledger import Ledger
+from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, SECRET, readers, workspace
 from tests.servers import sendgrid, smtp
 from tests.servers.sendgrid import SendGridServer
@@ -52,7 +52,7 @@ DRIVER = """
 import json, sys
 from pathlib import Path
 from newsletter.config import load_config
-from newsletter.send import SendOptions, SendStopped, send_issue
+from newsletter.delivery.send import SendOptions, SendStopped, send_issue
 provider, issue, to = sys.argv[1:4]
 options = SendOptions(provider=provider, backoff=0.01, max_backoff=0.05)
 try:

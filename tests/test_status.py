@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from newsletter.cli import app
-from newsletter.ledger import STATUSES
-from newsletter.status import ORDER
+from newsletter.delivery.status import ORDER
+from newsletter.storage.ledger import STATUSES
 from tests.sending import ISSUE_ID, SECRET, workspace
 from tests.servers.sendgrid import SendGridServer, drop_after_accept
 from tests.workspace import SAMPLE

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.addresses import fast_normalise, validate_address
 from newsletter.errors import SubscribersError
-from newsletter.subscribers import (
+from newsletter.lists.addresses import fast_normalise, validate_address
+from newsletter.lists.subscribers import (
     Skipped,
     SkipReason,
     Subscriber,

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from newsletter.cli import app
-from newsletter.tokens import LOCAL_SECRET, Signer
-from newsletter.unsubscribe import token_in
+from newsletter.lists.tokens import LOCAL_SECRET, Signer
+from newsletter.lists.unsubscribe import token_in
 from tests.sending import SECRET, workspace
 from tests.workspace import SAMPLE
 

@@ -25,10 +25,10 @@ from email.utils import format_datetime, make_msgid
 from typing import NamedTuple
 
 from newsletter.config import Config
+from newsletter.content.personalise import Filler, html_values, slot_values
+from newsletter.content.render import Rendered
 from newsletter.errors import NewsletterError
-from newsletter.personalise import Filler, html_values, slot_values
-from newsletter.render import Rendered
-from newsletter.tokens import Signer, link, signer_from_env
+from newsletter.lists.tokens import Signer, link, signer_from_env
 
 # "\n" line ends (smtplib turns them into CRLF on the wire). ASCII headers are folded only
 # past 998 characters: the stdlib's folding at 78 moves a whole subject onto a continuation

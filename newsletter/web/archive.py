@@ -27,12 +27,13 @@ from urllib.parse import quote, urlsplit
 
 import jinja2
 
-from newsletter import __version__, markup
+from newsletter import __version__
 from newsletter.config import Config
+from newsletter.content import markup
+from newsletter.content.issue import Issue, load_issue
+from newsletter.content.render import IssueView, _render, environment
 from newsletter.errors import IssueError, Problem, TemplateError, UsageError
-from newsletter.issue import Issue, load_issue
-from newsletter.ledger import Ledger
-from newsletter.render import IssueView, _render, environment
+from newsletter.storage.ledger import Ledger
 
 SITE_DIR = "site"
 INDEX = "index.html"

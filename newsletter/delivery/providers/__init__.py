@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from newsletter.campaign import Campaign
-    from newsletter.message import Recipient
+    from newsletter.delivery.campaign import Campaign
+    from newsletter.delivery.message import Recipient
 
 NAMES = ("outbox", "smtp", "sendgrid")
 
@@ -46,15 +46,15 @@ class Provider(Protocol):
 def open_provider(name: str, campaign: Campaign, *, sandbox: bool = False) -> Provider:
     """The provider `name`, configured from the campaign's config and environment."""
     if name == "outbox":
-        from newsletter.providers.outbox import Outbox
+        from newsletter.delivery.providers.outbox import Outbox
 
         return Outbox(campaign)
     if name == "smtp":
-        from newsletter.providers.smtp import SMTPProvider
+        from newsletter.delivery.providers.smtp import SMTPProvider
 
         return SMTPProvider(campaign)
     if name == "sendgrid":
-        from newsletter.providers.sendgrid import SendGridProvider
+        from newsletter.delivery.providers.sendgrid import SendGridProvider
 
         return SendGridProvider(campaign, sandbox=sandbox)
     raise ValueError(f"unknown provider {name!r}")

@@ -15,16 +15,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from newsletter.config import SMTPServer, redact, secrets, smtp_server
+from newsletter.delivery.providers import Sent
 from newsletter.errors import (
     PermanentProviderError,
     TransientProviderError,
     UnknownOutcomeError,
 )
-from newsletter.providers import Sent
 
 if TYPE_CHECKING:
-    from newsletter.campaign import Campaign
-    from newsletter.message import Recipient
+    from newsletter.delivery.campaign import Campaign
+    from newsletter.delivery.message import Recipient
 
 #: Codes at RCPT that say this mailbox will never take mail: it goes on the suppression list.
 HARD_BOUNCE = frozenset({550, 551, 553})

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from newsletter.config import Config
-from newsletter.issue import Issue, load_issue
-from newsletter.message import MessageBuilder, headers_for, sample_recipient
-from newsletter.output import write_atomic
-from newsletter.render import Rendered, render_issue
+from newsletter.content.issue import Issue, load_issue
+from newsletter.content.render import Rendered, render_issue
+from newsletter.delivery.message import MessageBuilder, headers_for, sample_recipient
+from newsletter.delivery.output import write_atomic
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ import mailbox
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from newsletter.delivery.providers import Sent
 from newsletter.errors import PermanentProviderError
-from newsletter.providers import Sent
 
 if TYPE_CHECKING:
-    from newsletter.campaign import Campaign
-    from newsletter.message import Recipient
+    from newsletter.delivery.campaign import Campaign
+    from newsletter.delivery.message import Recipient
 
 
 class Outbox:

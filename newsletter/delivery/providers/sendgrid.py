@@ -19,18 +19,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from newsletter.config import redact, secrets, sendgrid_account
+from newsletter.content.personalise import escape, html_values, slot_values
+from newsletter.delivery.message import list_unsubscribe
+from newsletter.delivery.providers import Sent
 from newsletter.errors import (
     PermanentProviderError,
     TransientProviderError,
     UnknownOutcomeError,
 )
-from newsletter.message import list_unsubscribe
-from newsletter.personalise import escape, html_values, slot_values
-from newsletter.providers import Sent
 
 if TYPE_CHECKING:
-    from newsletter.campaign import Campaign
-    from newsletter.message import Recipient
+    from newsletter.delivery.campaign import Campaign
+    from newsletter.delivery.message import Recipient
 
 TIMEOUT = 60.0
 #: python_http_client's logger: it writes request headers (the API key) and bodies at DEBUG.

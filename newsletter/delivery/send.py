@@ -19,30 +19,30 @@ from pathlib import Path
 from typing import TypeVar
 
 from newsletter import __version__
-from newsletter.batches import BatchSender, Retries
-from newsletter.campaign import Campaign, prepare
 from newsletter.config import Config, redact, secrets, sendgrid_account, smtp_server
+from newsletter.content.render import PACKAGE_TEMPLATES
+from newsletter.delivery.batches import BatchSender, Retries
+from newsletter.delivery.campaign import Campaign, prepare
+from newsletter.delivery.message import Recipient
+from newsletter.delivery.output import write_atomic
+from newsletter.delivery.providers import Provider, open_provider
+from newsletter.delivery.report import Progress, Report, SendStopped
 from newsletter.errors import (
     ConfigError,
     NewsletterError,
     ProviderError,
     TemplateError,
 )
-from newsletter.ledger import Ledger, Manifest, sha256_file, sha256_tree
-from newsletter.lock import send_lock
-from newsletter.message import Recipient
-from newsletter.output import write_atomic
-from newsletter.providers import Provider, open_provider
-from newsletter.render import PACKAGE_TEMPLATES
-from newsletter.report import Progress, Report, SendStopped
-from newsletter.subscribers import (
+from newsletter.lists.subscribers import (
     Skipped,
     Subscriber,
     SubscriberStream,
     append_suppressions,
     read_subscribers,
 )
-from newsletter.tokens import SECRET_ENV
+from newsletter.lists.tokens import SECRET_ENV
+from newsletter.storage.ledger import Ledger, Manifest, sha256_file, sha256_tree
+from newsletter.storage.lock import send_lock
 
 __all__ = [
     "Report",
@@ -400,7 +400,7 @@ def send_issue(
 
 def send_test(config: Config, issue_path: Path, address: str, options: SendOptions) -> Report:
     """One copy to the editor, marked [TEST]: not recorded as a delivery of the issue."""
-    from newsletter.addresses import validate_address
+    from newsletter.lists.addresses import validate_address
 
     try:
         email = validate_address(address)

@@ -15,11 +15,10 @@ from typing import Any
 
 import jinja2
 
-from newsletter import markup
 from newsletter.config import Config
-from newsletter.errors import TemplateError
-from newsletter.issue import Article, Issue
-from newsletter.personalise import (
+from newsletter.content import markup
+from newsletter.content.issue import Article, Issue
+from newsletter.content.personalise import (
     Filler,
     Slots,
     SubscriberView,
@@ -27,8 +26,9 @@ from newsletter.personalise import (
     html_values,
     slot_values,
 )
+from newsletter.errors import TemplateError
 
-PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
+PACKAGE_TEMPLATES = Path(__file__).parent.parent / "templates"
 HTML_TEMPLATE = "email.html"
 TEXT_TEMPLATE = "email.txt"
 #: Gmail clips a message whose HTML is over 102 KB and hides the rest behind a link.

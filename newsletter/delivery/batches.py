@@ -16,16 +16,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from newsletter.config import redact
+from newsletter.delivery.message import Recipient
+from newsletter.delivery.providers import Provider, Sent
+from newsletter.delivery.report import Progress, Report, SendStopped
 from newsletter.errors import (
     NewsletterError,
     PermanentProviderError,
     TransientProviderError,
     UnknownOutcomeError,
 )
-from newsletter.ledger import Ledger
-from newsletter.message import Recipient
-from newsletter.providers import Provider, Sent
-from newsletter.report import Progress, Report, SendStopped
+from newsletter.storage.ledger import Ledger
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from functools import cached_property
 from pathlib import Path
 
 from newsletter.config import Config
-from newsletter.issue import Issue, load_issue
-from newsletter.message import Headers, MessageBuilder, Recipient, headers_for, recipient
-from newsletter.personalise import BUILTIN_FIELDS
-from newsletter.render import Rendered, render_issue
-from newsletter.tokens import Signer, signer_from_env
+from newsletter.content.issue import Issue, load_issue
+from newsletter.content.personalise import BUILTIN_FIELDS
+from newsletter.content.render import Rendered, render_issue
+from newsletter.delivery.message import Headers, MessageBuilder, Recipient, headers_for, recipient
+from newsletter.lists.tokens import Signer, signer_from_env
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, UsageError
-from newsletter.ledger import STATUSES, Delivery, Ledger, SendRecord
+from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
 
 #: The order a person reads the states in: delivered first, then what needs a decision.
 ORDER = ("sent", "unknown", "pending", "failed", "rejected")

@@ -28,8 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Final, Self
 
-from newsletter.addresses import fast_normalise, library_normalise, validate_address
 from newsletter.errors import SubscribersError
+from newsletter.lists.addresses import fast_normalise, library_normalise, validate_address
 
 if TYPE_CHECKING:
     from _csv import Reader

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from newsletter.errors import ProviderError
-from newsletter.subscribers import Skipped
+from newsletter.lists.subscribers import Skipped
 
 #: Skipped rows kept in memory for the report; all of them go to the skipped-rows CSV.
 SKIPPED_SHOWN = 1000

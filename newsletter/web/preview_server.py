@@ -50,6 +50,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from newsletter.config import Config, load_config
+from newsletter.content.issue import load_issue
+from newsletter.content.render import PACKAGE_TEMPLATES, render_issue
+from newsletter.delivery.message import sample_recipient
 from newsletter.errors import (
     ConfigError,
     IssueError,
@@ -57,9 +60,6 @@ from newsletter.errors import (
     TemplateError,
     UsageError,
 )
-from newsletter.issue import load_issue
-from newsletter.message import sample_recipient
-from newsletter.render import PACKAGE_TEMPLATES, render_issue
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8025

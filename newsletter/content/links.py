@@ -42,9 +42,10 @@ from http import HTTPStatus
 from typing import IO, Any, Literal
 from urllib.parse import quote, urldefrag, urlsplit, urlunsplit
 
-from newsletter import __version__, markup
-from newsletter.issue import Issue
-from newsletter.yamldoc import Loc, field_name
+from newsletter import __version__
+from newsletter.content import markup
+from newsletter.content.issue import Issue
+from newsletter.content.yamldoc import Loc, field_name
 
 Outcome = Literal["ok", "redirected", "broken", "unknown"]
 Method = Literal["HEAD", "GET"]

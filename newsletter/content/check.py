@@ -12,13 +12,13 @@ from html.parser import HTMLParser
 from typing import Literal
 from urllib.parse import urlsplit
 
-from newsletter import markup
 from newsletter.config import Config
+from newsletter.content import markup
+from newsletter.content.issue import Issue
+from newsletter.content.render import GMAIL_CLIP_BYTES, Rendered
+from newsletter.content.yamldoc import Loc, field_name
+from newsletter.delivery.message import sample_recipient
 from newsletter.errors import Problem
-from newsletter.issue import Issue
-from newsletter.message import sample_recipient
-from newsletter.render import GMAIL_CLIP_BYTES, Rendered
-from newsletter.yamldoc import Loc, field_name
 
 SUBJECT_MIN, SUBJECT_MAX = 10, 78
 PREHEADER_MAX = 140

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from newsletter import yamldoc
+from newsletter.content import yamldoc
 from newsletter.errors import IssueError, Problem
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

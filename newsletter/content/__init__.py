@@ -1,0 +1,1 @@
+"""Issue files to rendered mail: load, validate, render once, check."""

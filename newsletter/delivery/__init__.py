@@ -1,0 +1,1 @@
+"""The send: campaign, messages, batches, providers, the report."""

@@ -1,0 +1,1 @@
+"""Who may get an issue: subscriber lists, addresses, unsubscribe tokens."""

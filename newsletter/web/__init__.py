@@ -1,0 +1,1 @@
+"""What a browser sees: the preview and the web archive."""
