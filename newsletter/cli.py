@@ -156,6 +156,87 @@ def new(
 
 
 @app.command()
+def add(
+    urls: Annotated[
+        list[str] | None, typer.Argument(help="Links to add.", show_default=False)
+    ] = None,
+    issue: Annotated[
+        Path | None,
+        typer.Option(
+            "--issue", help="The issue file [default: the next unsent one, or a new one]."
+        ),
+    ] = None,
+    section: Annotated[
+        str | None,
+        typer.Option("--section", help="Add to the section with this title (made if missing)."),
+    ] = None,
+    from_feed: Annotated[
+        list[str] | None,
+        typer.Option("--from-feed", help="An RSS or Atom feed: add its new entries (repeatable)."),
+    ] = None,
+    from_feeds: Annotated[
+        bool, typer.Option("--from-feeds", help="Add the new entries of every feed in sources:.")
+    ] = False,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            formats=["%Y-%m-%d"],
+            help="Feed entries from this day on, YYYY-MM-DD [default: the last sent issue's date].",
+            show_default=False,
+        ),
+    ] = None,
+    again: Annotated[
+        bool, typer.Option("--again", help="Add links featured in another issue all the same.")
+    ] = False,
+    allow_local: Annotated[
+        bool,
+        typer.Option(
+            "--allow-local", help="Also fetch private, loopback and link-local addresses."
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each page.")
+    ] = 15.0,
+) -> None:
+    """Fetch links and add each as an article (headline, teaser, image, source) to an issue."""
+    with _errors():
+        from newsletter.content.collect.add import AddOptions, add_from_feeds, add_links
+
+        config = _config()
+        options = AddOptions(
+            issue=issue, section=section, again=again, allow_local=allow_local, timeout=timeout
+        )
+        feeds = [*(from_feed or ()), *(config.settings.sources if from_feeds else ())]
+        if feeds or from_feeds:
+            if urls:
+                raise UsageError("give links or feeds, not both")
+            report = add_from_feeds(config, feeds, options, since.date() if since else None)
+        else:
+            report = add_links(config, urls or [], options)
+        out, err = console(), console(stderr=True)
+        if report.created:
+            out.print(f"started {show_path(report.issue)}", markup=False)
+        for result in report.results:
+            if result.outcome == "failed":
+                err.print(f"[red]error:[/red] {escape(result.url)}: {escape(result.message)}")
+            elif result.outcome == "skipped":
+                err.print(
+                    f"[yellow]skipped:[/yellow] {escape(result.url)}: {escape(result.message)}"
+                )
+            else:
+                out.print(f"[green]added[/green] {escape(result.message)}")
+                for note in result.notes:
+                    out.print(f"  {escape(note)}", highlight=False)
+        out.print(
+            f"{report.count('added')} added to {escape(str(show_path(report.issue)))}, "
+            f"{report.count('skipped')} skipped, {report.count('failed')} failed"
+        )
+        if report.count("failed"):
+            raise typer.Exit(int(ExitCode.ERROR))
+
+
+@app.command()
 def check(
     issues: Annotated[list[Path], typer.Argument(help="Issue files to check.")],
     strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
@@ -205,7 +286,10 @@ def check(
                     "warning": ("warning", "yellow"),
                     "info": ("redirect", "dim"),
                 }
-                for result in check_links(issue, timeout=link_timeout):
+                from newsletter.content.links import LINKS_FILE
+
+                record = config.state_dir / LINKS_FILE
+                for result in check_links(issue, timeout=link_timeout, record=record):
                     if result.level is None:
                         continue
                     label, color = labels[result.level]
@@ -220,6 +304,36 @@ def check(
         out.print(f"{len(issues)} checked: {errors} errors, {warnings} warnings")
         if errors or (strict and warnings):
             raise typer.Exit(int(ExitCode.ERROR))
+
+
+@app.command()
+def links(issue: IssueArg) -> None:
+    """List the issue's links with what the last `check --links` found for each."""
+    with _errors():
+        from newsletter.content.issue import load_issue
+        from newsletter.content.links import LINKS_FILE, recorded
+
+        config = _config()
+        found = recorded(load_issue(issue), config.state_dir / LINKS_FILE)
+        out = console()
+        colors = {"ok": "green", "redirected": "dim", "broken": "red", "unknown": "yellow"}
+        for url, places, last in found:
+            if last is None:
+                state = "[dim]not checked[/dim]"
+            else:
+                color = colors[last.outcome]
+                state = (
+                    f"[{color}]{last.outcome}[/{color}] {escape(last.message)} ({last.checked_at})"
+                )
+            out.print(f"{escape(url)}  {state}", highlight=False)
+            for place in places:
+                out.print(f"  {escape(str(place))}", highlight=False)
+        broken = sum(last is not None and last.outcome == "broken" for _, _, last in found)
+        unchecked = sum(last is None for _, _, last in found)
+        out.print(
+            f"{len(found)} links: {broken} broken, {unchecked} not checked"
+            + ("; run `newsletter check --links` to check them" if unchecked else "")
+        )
 
 
 @app.command()

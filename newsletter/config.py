@@ -108,6 +108,8 @@ class Settings(_Model):
     sendgrid: SendGridSettings = SendGridSettings()
     smtp: SMTPSettings = SMTPSettings()
     schedule: Schedule = Schedule()
+    #: RSS or Atom feeds the editor follows: `newsletter add --from-feeds` reads them.
+    sources: Annotated[list[Url], BeforeValidator(lambda v: [] if v is None else v)] = []
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@
     ├── TemplateError               a template that is missing or fails          (exit 1)
     ├── SubscribersError            a subscriber list that cannot be read        (exit 1)
     ├── LedgerError                 the ledger, or a send already running        (exit 1)
+    ├── FetchError                  a page or feed `add` could not use: one line (exit 1)
     └── ProviderError               the provider refused or failed               (exit 3)
         ├── PermanentProviderError  fix something before sending again (400/401/403/413)
         ├── TransientProviderError  worth retrying: 429, 5xx, refused connections
@@ -77,6 +78,10 @@ class SubscribersError(NewsletterError):
 
 class LedgerError(NewsletterError):
     pass
+
+
+class FetchError(NewsletterError):
+    """A page or feed that could not be fetched or used; `add` reports it and goes on."""
 
 
 class ProviderError(NewsletterError):

@@ -321,6 +321,12 @@ state_dir: .newsletter
 schedule:
   weekday: friday                     # monday ... sunday
 
+# The feeds you follow, RSS or Atom: `newsletter add --from-feeds` adds their entries
+# since the last sent issue to the next issue. Uncomment and put your own:
+sources:
+  # - https://www.example.org/world/rss.xml
+  # - https://news.example.net/feeds/atom
+
 # The SendGrid provider (its key comes from SENDGRID_API_KEY).
 sendgrid:
   category: newsletter                # the category every message is tagged with

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -75,6 +75,9 @@ class Article(_Model):
     source: Line | None = None
     link_text: Line = "Read More"
     image: Image | None = None
+    #: Set by `newsletter add`: the summary is the page's own teaser, not the editor's words.
+    #: `check` reports it until the editor rewrites the summary and deletes this line.
+    summary_from: Literal["page"] | None = None
 
 
 class Section(_Model):
