@@ -1,4 +1,4 @@
-"""Fetching for `newsletter add` against a real HTTP server on 127.0.0.1 (tests/servers/pages.py)."""
+"""Fetching for `newsletter add`, against a real HTTP server on 127.0.0.1 (servers/pages.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from newsletter.content.collect.add import AddOptions, _fetch_all
 from newsletter.content.collect.fetch import (
     PAGE_BYTES,
     USER_AGENT,
@@ -15,7 +16,6 @@ from newsletter.content.collect.fetch import (
     fetch,
     new_client,
 )
-from newsletter.content.collect.add import AddOptions, _fetch_all
 from newsletter.errors import FetchError
 from tests.servers.pages import PageServer
 

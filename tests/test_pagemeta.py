@@ -81,7 +81,10 @@ def test_an_image_without_alt_and_a_relative_canonical_link() -> None:
 
 
 def test_the_site_name_is_cut_off_the_title() -> None:
-    html = '<title>Floods in the north - Daily Courier</title><meta property="og:site_name" content="Daily Courier">'
+    html = (
+        "<title>Floods in the north - Daily Courier</title>"
+        '<meta property="og:site_name" content="Daily Courier">'
+    )
     assert page_meta(html, BASE).headline == "Floods in the north"
 
 
@@ -149,6 +152,6 @@ def test_latin1_declared_in_meta_is_decoded_as_browsers_do() -> None:
     meta = page_meta(decoded, BASE)
     assert meta.headline == "Café owners in Pyongyang « reopen » after the summer"
     assert meta.summary == "A résumé of the capital’s new cafés, from naïve to sûr."  # 0x92: cp1252
-    assert decode("é".encode("utf-8"), "utf-8") == "é"
+    assert decode("é".encode(), "utf-8") == "é"
     assert decode(b"\xef\xbb\xbf\xc3\xa9", "iso-8859-1") == "é"  # a BOM wins
     assert decode(b"caf\xe9", "no-such-charset") == "caf\ufffd"

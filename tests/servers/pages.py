@@ -21,6 +21,7 @@ flight at once in `max_in_flight`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -130,10 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def handle(self) -> None:
-        try:
+        # the client hung up: /huge and /slow are meant to be given up on
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             super().handle()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client hung up: /huge and /slow are meant to be given up on
 
     def do_GET(self) -> None:
         server = self.owner
