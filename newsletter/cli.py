@@ -208,6 +208,8 @@ def add(
             issue=issue, section=section, again=again, allow_local=allow_local, timeout=timeout
         )
         feeds = [*(from_feed or ()), *(config.settings.sources if from_feeds else ())]
+        if since is not None and not (from_feed or from_feeds):
+            raise UsageError("--since goes with --from-feed FEED_URL or --from-feeds")
         if feeds or from_feeds:
             if urls:
                 raise UsageError("give links or feeds, not both")

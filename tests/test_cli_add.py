@@ -339,3 +339,11 @@ def test_an_empty_week_to_a_checked_draft_in_three_commands(ws: Path, pages: Pag
     assert 'src="https://cdn.wire.example/geneva.jpg"' in html
     assert 'alt="A tanker at anchor off Nampo"' in html
     assert "example.org/TODO" not in html  # the skeleton's placeholder article is gone
+
+
+def test_wrong_combinations_are_usage_errors(ws: Path) -> None:
+    assert add() == (2, "error: give one or more URLs, or --from-feed FEED_URL, or --from-feeds\n")
+    code, output = add("--since", "2025-07-01", "https://news.example.net/x")
+    assert (code, output) == (2, "error: --since goes with --from-feed FEED_URL or --from-feeds\n")
+    code, output = add("--from-feed", "https://news.example.net/rss", "https://news.example.net/x")
+    assert (code, output) == (2, "error: give links or feeds, not both\n")
