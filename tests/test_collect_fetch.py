@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -122,3 +123,25 @@ def test_at_most_a_few_pages_are_fetched_at_once(pages: PageServer) -> None:
         got = _fetch_all(client, urls, AddOptions(allow_local=True, timeout=5.0))
     assert all(not isinstance(g, FetchError) for g in got)
     assert 1 < pages.max_in_flight <= WORKERS
+
+
+def test_the_address_checked_is_the_one_connected_to(
+    pages: PageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: a second lookup would answer another address; there is none."""
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def resolver(host: str, port: object, *args: object, **kwargs: object) -> object:
+        if host == "rebind.test":
+            lookups.append(host)
+            host = "127.0.0.1" if len(lookups) == 1 else "10.255.255.1"
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    port = pages.base.rsplit(":", 1)[1]
+    with new_client(2.0) as client:
+        got = fetch(client, f"http://rebind.test:{port}/news/og-only", allow_local=True)
+    assert "North Koreans" in got.text
+    assert lookups == ["rebind.test"]
+    assert pages.hosts == [f"rebind.test:{port}"]  # the site still sees its own name

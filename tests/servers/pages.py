@@ -15,7 +15,8 @@ the feeds' dates are filled in relative to now). Besides them:
     /plain.txt          text/plain, not a page
     /wait/<n>           a page after 0.3 s: how many are fetched at once
 
-Every request is recorded in `requests` (path, User-Agent), and the most requests in
+Every request is recorded in `requests` (path, User-Agent) and `hosts` (its Host
+header), and the most requests in
 flight at once in `max_in_flight`.
 """
 
@@ -63,6 +64,7 @@ class PageServer:
     def __init__(self, slow_seconds: float = 3.0) -> None:
         self.slow_seconds = slow_seconds
         self.requests: list[tuple[str, str]] = []
+        self.hosts: list[str] = []
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -112,9 +114,10 @@ class PageServer:
             text = text.replace(key, value)
         return text
 
-    def _enter(self, path: str, agent: str) -> None:
+    def _enter(self, path: str, agent: str, host: str) -> None:
         with self._lock:
             self.requests.append((path, agent))
+            self.hosts.append(host)
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
 
@@ -137,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         server = self.owner
-        server._enter(self.path, self.headers.get("User-Agent", ""))
+        server._enter(self.path, self.headers.get("User-Agent", ""), self.headers.get("Host", ""))
         try:
             self._answer(server)
         except (BrokenPipeError, ConnectionResetError):

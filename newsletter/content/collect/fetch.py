@@ -3,8 +3,12 @@
 A page someone pasted is not trusted: only http(s) is fetched, and the host is resolved
 and every address it has checked before each request, the first and each redirect's, so
 neither a link nor a redirect reaches this machine, the local network or a cloud metadata
-address (refused unless `allow_local`). Redirects are followed by hand (at most
-`MAX_REDIRECTS`) so each hop is checked and reported. Every fetch has a timeout and a
+address (refused unless `allow_local`). The request then goes to the address that was
+checked (with the host name in `Host` and in TLS's SNI and certificate check), so a DNS
+answer that changes between the check and the connection (DNS rebinding) cannot slip
+through. Connections are not reused, so each TLS connection is verified for its host.
+Redirects are followed by hand (at most `MAX_REDIRECTS`) so each hop is checked and
+reported. Every fetch has a timeout and a
 deadline for the whole answer, and reads at most `max_bytes` of the body: the metadata of
 a page sits in its `<head>`, so a gigantic or endless page is cut, not refused. Bodies are
 decoded by the charset the server or the page's `<meta charset>` declares.
@@ -15,6 +19,7 @@ The environment's proxy settings are not used: a proxy would fetch hosts we neve
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ipaddress
 import re
 import socket
@@ -66,12 +71,15 @@ def new_client(timeout: float = DEFAULT_TIMEOUT) -> httpx.Client:
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
         trust_env=False,
-        limits=httpx.Limits(max_connections=WORKERS * 2, max_keepalive_connections=WORKERS),
+        limits=httpx.Limits(max_connections=WORKERS * 2, max_keepalive_connections=0),
     )
 
 
-def check_address(url: str, *, allow_local: bool = False) -> None:
-    """Refuse anything but http(s) to a public address; raise `FetchError` saying why."""
+def check_address(url: str, *, allow_local: bool = False) -> list[str]:
+    """The addresses to connect to for `url`: refuse anything but http(s) to public ones.
+
+    Raises `FetchError` saying why; every address the host resolves to must be public.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         scheme = parts.scheme or "a relative"
@@ -87,8 +95,9 @@ def check_address(url: str, *, allow_local: bool = False) -> None:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise FetchError(f"host not found: {host}") from None
+    addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
     if allow_local:
-        return
+        return addresses
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         mapped = getattr(address, "ipv4_mapped", None)
@@ -99,6 +108,7 @@ def check_address(url: str, *, allow_local: bool = False) -> None:
                 f"{host} is a private, loopback or link-local address ({address}); "
                 "refused (--allow-local fetches it)"
             )
+    return addresses
 
 
 def fetch(
@@ -115,9 +125,9 @@ def fetch(
     hops: list[Hop] = []
     current = url
     for _ in range(MAX_REDIRECTS + 1):
-        check_address(current, allow_local=allow_local)
+        addresses = check_address(current, allow_local=allow_local)
         try:
-            with client.stream("GET", current, headers={"Accept": accept}) as response:
+            with contextlib.closing(_open(client, current, addresses, accept)) as response:
                 if response.is_redirect and "location" in response.headers:
                     current = urljoin(current, response.headers["location"])
                     hops.append(Hop(response.status_code, current))
@@ -139,7 +149,28 @@ def fetch(
             raise FetchError(f"no answer within {timeout:g} s{_after(hops)}") from None
         except httpx.HTTPError as exc:
             raise FetchError(f"{_reason(exc)}{_after(hops)}") from None
+        except httpx.InvalidURL:
+            raise FetchError(f"not a valid URL: {current}") from None
     raise FetchError(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)")
+
+
+def _open(client: httpx.Client, url: str, addresses: list[str], accept: str) -> httpx.Response:
+    """GET `url` from the first of the checked `addresses` that takes the connection."""
+    asked = httpx.URL(url)
+    headers = {"Accept": accept, "Host": asked.netloc.decode("ascii")}
+    sni = {"sni_hostname": asked.raw_host.decode("ascii")} if asked.scheme == "https" else {}
+    for address in addresses[:-1]:
+        request = client.build_request(
+            "GET", asked.copy_with(host=address), headers=headers, extensions=sni
+        )
+        try:
+            return client.send(request, stream=True)
+        except httpx.ConnectError:
+            continue  # as a browser does: the host's next address
+    request = client.build_request(
+        "GET", asked.copy_with(host=addresses[-1]), headers=headers, extensions=sni
+    )
+    return client.send(request, stream=True)
 
 
 def _read(
