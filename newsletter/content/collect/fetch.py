@@ -8,10 +8,10 @@ checked (with the host name in `Host` and in TLS's SNI and certificate check), s
 answer that changes between the check and the connection (DNS rebinding) cannot slip
 through. Connections are not reused, so each TLS connection is verified for its host.
 Redirects are followed by hand (at most `MAX_REDIRECTS`) so each hop is checked and
-reported. Every fetch has a timeout and a
-deadline for the whole answer, and reads at most `max_bytes` of the body: the metadata of
-a page sits in its `<head>`, so a gigantic or endless page is cut, not refused. Bodies are
-decoded by the charset the server or the page's `<meta charset>` declares.
+reported. Every fetch has a timeout and a deadline for the whole answer, and reads at
+most `max_bytes` of the body: the metadata of a page sits in its `<head>`, so a gigantic
+or endless page is cut, not refused. Bodies are decoded by the charset the server or the
+page's `<meta charset>` declares.
 
 The environment's proxy settings are not used: a proxy would fetch hosts we never checked.
 """
