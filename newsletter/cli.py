@@ -217,7 +217,9 @@ def add(
         else:
             report = add_links(config, urls or [], options)
         out, err = console(), console(stderr=True)
-        if report.created:
+        if report.since is not None:
+            out.print(f"feed entries since {report.since}", markup=False)
+        if report.created and report.issue is not None:
             out.print(f"started {show_path(report.issue)}", markup=False)
         for result in report.results:
             if result.outcome == "failed":
@@ -230,8 +232,9 @@ def add(
                 out.print(f"[green]added[/green] {escape(result.message)}")
                 for note in result.notes:
                     out.print(f"  {escape(note)}", highlight=False)
+        where = f" to {escape(str(show_path(report.issue)))}" if report.issue else ""
         out.print(
-            f"{report.count('added')} added to {escape(str(show_path(report.issue)))}, "
+            f"{report.count('added')} added{where}, "
             f"{report.count('skipped')} skipped, {report.count('failed')} failed"
         )
         if report.count("failed"):

@@ -347,3 +347,30 @@ def test_wrong_combinations_are_usage_errors(ws: Path) -> None:
     assert (code, output) == (2, "error: --since goes with --from-feed FEED_URL or --from-feeds\n")
     code, output = add("--from-feed", "https://news.example.net/rss", "https://news.example.net/x")
     assert (code, output) == (2, "error: give links or feeds, not both\n")
+
+
+def test_feeds_with_nothing_new_start_no_issue(ws: Path, pages: PageServer) -> None:
+    since = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    code, output = add("--from-feed", pages.url("/feeds/rss.xml"), "--since", since)
+    assert code == 0, output
+    assert output == f"feed entries since {since}\n0 added, 0 skipped, 0 failed\n"
+    assert [p.name for p in (ws / "issues").iterdir()] == ["2025-08-01-north-korea.yaml"]
+
+
+def test_feeds_default_to_entries_since_the_last_sent_issue(ws: Path, pages: PageServer) -> None:
+    sent_on = dt.date.today() - dt.timedelta(days=3)
+    write_issue(
+        ws,
+        f"{sent_on}-last-week.yaml",
+        "title: Last week\narticles:\n  - headline: Old news\n    summary: Old.\n"
+        "    url: https://news.example.net/old\n",
+    )
+    result = runner.invoke(
+        app,
+        ["send", f"issues/{sent_on}-last-week.yaml", "--to", "subscribers.example.csv", "--yes"],
+    )
+    assert result.exit_code == 0, result.output
+    code, output = add("--from-feed", pages.url("/feeds/rss.xml"))
+    assert code == 0, output
+    assert output.startswith(f"feed entries since {sent_on}\n")
+    assert "2 added to issues/" in output  # this week's two entries, not last month's

@@ -79,9 +79,12 @@ class Result:
 
 @dataclass
 class AddReport:
-    issue: Path
+    """What `add` did: the issue (None when nothing was new), and each link's result."""
+
+    issue: Path | None
     created: bool
     results: list[Result] = field(default_factory=list)
+    since: dt.date | None = None  # feeds: entries from this day on
 
     def count(self, outcome: Outcome) -> int:
         return sum(r.outcome == outcome for r in self.results)
@@ -172,11 +175,11 @@ def add_from_feeds(
                 failed.append(Result(feed_url, "failed", f"feed: {exc}"))
                 continue
             links += [e.url for e in feeds.since(found, start_at)]
-    if not links:
-        path, created = _target(config, options.issue)
-        return AddReport(path, created, failed)
+    if not links:  # nothing new: no issue is started for it
+        return AddReport(options.issue, False, failed, since=start)
     report = add_links(config, links, options)
     report.results[:0] = failed
+    report.since = start
     return report
 
 
