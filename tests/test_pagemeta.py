@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsletter.content.collect.add import escape_markdown
 from newsletter.content.collect.fetch import decode
@@ -155,3 +157,12 @@ def test_latin1_declared_in_meta_is_decoded_as_browsers_do() -> None:
     assert decode("é".encode(), "utf-8") == "é"
     assert decode(b"\xef\xbb\xbf\xc3\xa9", "iso-8859-1") == "é"  # a BOM wins
     assert decode(b"caf\xe9", "no-such-charset") == "caf\ufffd"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab1 .-+#=*_[]()<>!`\\&;:/\"'~|{}\t\n")), max_size=30))
+def test_any_teaser_renders_as_the_text_it_is(raw: str) -> None:
+    line = text(raw)
+    if line is not None:
+        expected = line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        assert inline_html(escape_markdown(line)) == expected.replace('"', "&quot;")
