@@ -127,7 +127,7 @@ def test_an_article_has_the_pages_headline_source_image_and_clean_url(
         "headline": "North Koreans in Russia Face Slave-Like Conditions",
         "source": "Daily Courier",
         "summary": "Workers sent to building sites in the Russian Far East describe 18-hour "
-        "days \\& passports taken on arrival.",
+        "days & passports taken on arrival.",
         "summary_from": "page",
         "url": pages.url("/world/asia/north-koreans-russia?id=42"),
         "image": {
@@ -217,7 +217,8 @@ def test_duplicates_are_skipped_unless_again(ws: Path, pages: PageServer) -> Non
 
     code, output = add("--issue", str(path), "--again", pages.url("/short/defector"))
     assert code == 0, output
-    assert f"redirected to {pages.url('/news/moved?utm_source')}" in output
+    assert f"redirected (301, 302) to {pages.url('/news/moved?utm_source')}" in output
+    assert f"stored as {pages.url('/news/moved?ref=home')}" in output
     assert articles(path)[-1]["url"] == pages.url("/news/moved?ref=home")
 
 

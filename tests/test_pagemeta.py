@@ -111,6 +111,7 @@ def test_hostile_markup_stays_text_and_javascript_images_are_dropped() -> None:
         "# not a heading",
         "_not italics_ and `not code` and ![not](https://x.example/an-image.png)",
         "a & b &amp; c \\ d <https://autolink.example/>",
+        "AT&T &#169; &copy; &#x41;",
     ],
 )
 def test_escaped_teasers_render_as_exactly_their_text(teaser: str) -> None:

@@ -51,7 +51,7 @@ NO_SUMMARY = "TODO: two or three sentences on the story."
 NO_ALT = "TODO: what the picture shows"
 _STEM_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 # Markdown that a teaser must not carry into the issue: it is text, not markup.
-_MARKDOWN = re.compile(r"([\\`*_\[\]<>&!])")
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>]|&(?=#|[A-Za-z][A-Za-z0-9]*;))")
 _LINE_START = re.compile(r"^(\s*\d*)([-+=#.)])")
 
 
@@ -230,7 +230,10 @@ def _article(got: Fetched) -> tuple[dict[str, Any], list[str]]:
     host = urlsplit(url).hostname or ""
     notes = []
     if got.redirects:
-        notes.append(f"redirected to {got.final_url}")
+        statuses = ", ".join(str(hop.status) for hop in got.redirects)
+        notes.append(f"redirected ({statuses}) to {got.final_url}")
+    if url != got.url:
+        notes.append(f"stored as {url}")
     if meta.paywalled:
         notes.append("the page says it is behind a paywall")
     if got.truncated:
