@@ -163,7 +163,7 @@ def add(
     issue: Annotated[
         Path | None,
         typer.Option(
-            "--issue", help="The issue file [default: the next unsent one, or a new one]."
+            "--issue", help="The issue file (default: the next unsent one, or a new one)."
         ),
     ] = None,
     section: Annotated[
@@ -182,7 +182,7 @@ def add(
         typer.Option(
             "--since",
             formats=["%Y-%m-%d"],
-            help="Feed entries from this day on, YYYY-MM-DD [default: the last sent issue's date].",
+            help="Feed entries from this day on, YYYY-MM-DD (default: the last sent issue's date).",
             show_default=False,
         ),
     ] = None,
