@@ -20,6 +20,7 @@ from newsletter import __version__
 from newsletter.console import (
     console,
     escape,
+    print_error_json,
     print_report,
     print_status,
     show_path,
@@ -29,6 +30,7 @@ from newsletter.errors import ExitCode, NewsletterError, UsageError
 
 if TYPE_CHECKING:
     from newsletter.config import Config
+    from newsletter.delivery.send import SendOptions
 
 T = TypeVar("T")
 
@@ -49,14 +51,20 @@ _state = State()
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """The one seam where our exceptions become a red line and an exit code."""
+def _errors(as_json: bool = False) -> Iterator[None]:
+    """The one seam where our exceptions become a red line and an exit code.
+
+    With `--json`, stdout also gets one JSON object for the error (with the report of a
+    send that stopped), so a script reading stdout is never left with nothing.
+    """
     try:
         yield
     except NewsletterError as exc:
         err = console(stderr=True)
         for line in str(exc).splitlines() or [type(exc).__name__]:
             err.print(f"[red]error:[/red] {escape(line)}", highlight=False)
+        if as_json:
+            print_error_json(exc)
         raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:
         console(stderr=True).print("[yellow]interrupted[/yellow]")
@@ -327,13 +335,33 @@ def send(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="List every skipped row.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Send although `newsletter check` finds errors in the issue."),
+    ] = False,
+    as_new_issue: Annotated[
+        bool,
+        typer.Option(
+            "--as-new-issue",
+            help="Send although the same issue (same file content, or same date and title) "
+            "was already sent under another id, e.g. before the file was renamed.",
+        ),
+    ] = False,
     templates: TemplatesOpt = None,
 ) -> None:
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
-    with _errors():
+    with _errors(as_json):
         from newsletter.delivery.providers import NAMES
-        from newsletter.delivery.send import SendOptions, SendStopped, send_issue, send_test
+        from newsletter.delivery.report import NothingSent
+        from newsletter.delivery.send import (
+            SendOptions,
+            SendStopped,
+            refuse,
+            send_issue,
+            send_test,
+        )
         from newsletter.delivery.send import dry_run as plan
+        from newsletter.delivery.stop import stop_on_signals
 
         config = _config()
         name = provider or config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider
@@ -345,6 +373,8 @@ def send(
             templates=templates,
             retry_unknown=retry_unknown,
             sandbox=sandbox,
+            force=force,
+            as_new_issue=as_new_issue,
         )
         if test_to:
             print_report(send_test(config, issue, test_to, options), as_json, verbose)
@@ -358,6 +388,7 @@ def send(
                 label="checking",
             )
             print_report(checked, as_json, verbose)
+            refuse(checked)
             return
         if not yes:
             if not sys.stdin.isatty():
@@ -368,22 +399,79 @@ def send(
                 label="checking",
             )
             print_report(preview, False, False)
+            refuse(preview)
             what = "validate" if sandbox else "send"
-            if not typer.confirm(
-                f"{what.capitalize()} {preview.subject!r} to {preview.to_send} recipients "
-                f"via {name}?",
-                default=False,
-            ):
+            try:
+                confirmed = typer.confirm(
+                    f"{what.capitalize()} {preview.subject!r} to {preview.to_send} recipients "
+                    f"via {name}?",
+                    default=False,
+                )
+            except typer.Abort:  # Ctrl-C (or end of input) at the prompt
+                console(stderr=True).print("[yellow]interrupted[/yellow]: nothing was sent")
+                raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            if not confirmed:
                 raise typer.Exit(int(ExitCode.ERROR))
         try:
-            report = with_progress(
-                lambda progress: send_issue(config, issue, to, options, on_progress=progress),
-                enabled=not as_json,
-            )
-        except SendStopped as exc:
-            print_report(exc.report, as_json, verbose)
+            with stop_on_signals() as stop:
+                report = with_progress(
+                    lambda progress: send_issue(
+                        config, issue, to, options, on_progress=progress, stop=stop
+                    ),
+                    enabled=not as_json,
+                )
+        except (SendStopped, NothingSent) as exc:
+            if not as_json:  # with --json, the error's JSON carries the report
+                print_report(exc.report, as_json, verbose)
+                if isinstance(exc, SendStopped):
+                    resume = _resume_command(issue, to, name, options)
+                    console().print(f"To resume: {resume}", markup=False)
             raise
         print_report(report, as_json, verbose)
+
+
+def _resume_command(issue: Path, to: Path, provider: str, options: SendOptions) -> str:
+    """The command that sends to everyone this stopped send did not reach."""
+    import shlex
+
+    words = ["newsletter"]
+    if _state.config_path is not None:
+        words += ["--config", str(_state.config_path)]
+    words += ["send", str(issue), "--to", str(to), "--provider", provider]
+    for tag in options.tags:
+        words += ["--tag", tag]
+    if options.templates is not None:
+        words += ["--templates", str(options.templates)]
+    for flag, on in (
+        ("--sandbox", options.sandbox),
+        ("--force", options.force),
+        ("--as-new-issue", options.as_new_issue),
+    ):
+        if on:
+            words.append(flag)
+    return shlex.join(words)
+
+
+@app.command()
+def backup(
+    dest: Annotated[
+        Path,
+        typer.Argument(
+            help="Where to write the copy, e.g. backups/ledger-2025-08-01.sqlite; never "
+            "overwritten.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Copy the ledger safely (SQLite's online backup), even while a send runs."""
+    with _errors():
+        from newsletter.delivery.status import backup_ledger
+
+        config = _config()
+        backup_ledger(config, dest)
+        console().print(
+            f"backed up {show_path(config.ledger_path)} to {show_path(dest)}", markup=False
+        )
 
 
 @app.command()
@@ -405,7 +493,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
 ) -> None:
     """What the ledger says about an issue: each send, and who got it and who did not."""
-    with _errors():
+    with _errors(as_json):
         import csv
 
         from newsletter.delivery import status as ledger_status
@@ -415,10 +503,17 @@ def status(
         if show is not None:
             rows = ledger_status.recipients(config, issue_id, show)
             writer = csv.writer(sys.stdout, lineterminator="\n")
-            writer.writerow(["email", "status", "updated_at", "provider_id", "error"])
+            writer.writerow(["email", "status", "updated_at", "provider_id", "error", "rehearsal"])
             for d in rows:
                 writer.writerow(
-                    [d.email, d.status, d.updated_at, d.provider_id or "", d.error or ""]
+                    [
+                        d.email,
+                        d.status,
+                        d.updated_at,
+                        d.provider_id or "",
+                        d.error or "",
+                        "outbox" if d.rehearsal else "",
+                    ]
                 )
             return
         found = ledger_status.issue_status(config, issue_id)

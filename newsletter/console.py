@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from newsletter.delivery.send import Report
     from newsletter.delivery.status import IssueStatus
+    from newsletter.errors import NewsletterError
 
 T = TypeVar("T")
 
@@ -57,6 +58,12 @@ def print_status(found: IssueStatus) -> None:
     out.print(sends)
     states = ", ".join(f"{found.recipients[s]} {s}" for s in ORDER if found.recipients[s])
     out.print(f"Recipients: {states or 'none'}", markup=False)
+    rehearsed = ", ".join(f"{found.rehearsal[s]} {s}" for s in ORDER if found.rehearsal[s])
+    if rehearsed:
+        out.print(
+            f"Outbox rehearsals (not deliveries: no reader got these): {rehearsed}",
+            markup=False,
+        )
     for state, advice in (
         ("unknown", "may or may not have it; resend only with send --retry-unknown"),
         ("pending", "a send is running, or was killed: the next send marks them unknown"),
@@ -108,6 +115,22 @@ def with_progress(
             bar.update(task, completed=done, total=max(total or 0, done) or None)
 
         return run(update)
+
+
+def print_error_json(exc: NewsletterError) -> None:
+    """One JSON object on stdout for an error under --json: the report too, if a send had one."""
+    import json
+
+    data: dict[str, Any] = {}
+    report = getattr(exc, "report", None)
+    if report is not None:
+        data.update(report.to_json())
+    data["error"] = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "exit_code": int(exc.exit_code),
+    }
+    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def print_report(report: Report, as_json: bool, verbose: bool) -> None:
@@ -179,6 +202,8 @@ def print_report(report: Report, as_json: bool, verbose: bool) -> None:
     err = console(stderr=True)
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    for refusal in report.refused:
+        err.print(f"[red]a send would refuse:[/red] {escape(refusal)}")
     if report.outbox and report.sent and not report.dry_run:
         out.print(
             f"[green]Mail landed in {escape(show_path(Path(report.outbox)))}/new/[/green] "

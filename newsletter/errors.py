@@ -7,10 +7,15 @@
     ├── TemplateError               a template that is missing or fails          (exit 1)
     ├── SubscribersError            a subscriber list that cannot be read        (exit 1)
     ├── LedgerError                 the ledger, or a send already running        (exit 1)
+    ├── OutputError                 a file a send writes cannot be written       (exit 1)
+    ├── SendRefused                 a real send refused before mailing anyone    (exit 1)
+    ├── NothingSent                 a send that mailed nobody (report.py)        (exit 4)
     └── ProviderError               the provider refused or failed               (exit 3)
         ├── PermanentProviderError  fix something before sending again (400/401/403/413)
         ├── TransientProviderError  worth retrying: 429, 5xx, refused connections
-        └── UnknownOutcomeError     the request left us but no answer came back
+        ├── UnknownOutcomeError     the request left us but no answer came back
+        └── SendStopped             a send stopped part way, with its report (report.py)
+            └── SendInterrupted     stopped by Ctrl-C or SIGTERM           (exit 130 / 143)
 
 Anything else that escapes is a bug and keeps its traceback.
 """
@@ -26,7 +31,13 @@ class ExitCode(IntEnum):
     ERROR = 1
     USAGE = 2
     PROVIDER = 3
+    #: The send mailed nobody: every row skipped, no one with the --tag, every outcome
+    #: unknown or failed. ("Already sent to everyone" is a success.)
+    NOTHING_SENT = 4
+    #: Ctrl-C (SIGINT): 128 + 2, as shells report it.
     INTERRUPTED = 130
+    #: SIGTERM (a `kill`, a service manager stopping the job): 128 + 15.
+    TERMINATED = 143
 
 
 class NewsletterError(Exception):
@@ -77,6 +88,14 @@ class SubscribersError(NewsletterError):
 
 class LedgerError(NewsletterError):
     pass
+
+
+class OutputError(NewsletterError):
+    """A file the send writes (build/, suppressions.csv) cannot be written: a full disk."""
+
+
+class SendRefused(NewsletterError):
+    """A real send refused before anyone was mailed; the message says what overrides it."""
 
 
 class ProviderError(NewsletterError):

@@ -353,7 +353,8 @@ def test_the_readme_walkthrough_init_then_new_first_issue(
         done = runner.invoke(app, step)
         assert done.exit_code == 0, (step, done.output)
     status = runner.invoke(app, ["status", welcome])
-    assert status.exit_code == 0 and "Recipients: 1 sent" in status.output
+    assert status.exit_code == 0 and "Recipients: none" in status.output  # a rehearsal
+    assert "Outbox rehearsals (not deliveries: no reader got these): 1 sent" in status.output
     result = runner.invoke(app, ["new", "First issue"])
     assert result.exit_code == 0, result.output
     created = list((tmp_path / "news" / "issues").glob("*-first-issue.yaml"))

@@ -381,4 +381,4 @@ def test_a_stop_while_a_request_is_out_records_its_answer(
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         assert ledger.counts(ISSUE_ID) == {"sent": 10}
         (send,) = ledger.sends(ISSUE_ID)
-    assert send.status == "interrupted"
+    assert send.status == "stopped"

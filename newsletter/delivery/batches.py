@@ -13,6 +13,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from newsletter.config import redact
@@ -87,13 +88,20 @@ class BatchSender:
         sleep: Callable[[float], None],
         clock: Callable[[], float],
         pool: ThreadPoolExecutor,
+        *,
+        check_stop: Callable[[], None] = lambda: None,
     ) -> None:
         self.provider, self.ledger, self.send_id, self.issue = provider, ledger, send_id, issue
         self.retries, self.report, self.on_progress = retries, report, on_progress
         self.secrets, self.sleep, self.clock, self.pool = known_secrets, sleep, clock, pool
         self.unknown_streak = 0
-        self.hard_bounces: list[tuple[str, str]] = []
+        #: (key, email, reason) of every recipient whose mailbox will never take mail.
+        self.hard_bounces: list[tuple[str, str, str]] = []
         self.out: deque[Flight] = deque()  # requests out, oldest first
+        #: Raises if the send was asked to stop (Ctrl-C, SIGTERM): called before a retry.
+        self.check_stop = check_stop
+        #: Whether abandon_all gave up waiting for an answer (its thread is still out).
+        self.gave_up = False
 
     def send(self, batch: Sequence[Recipient], total: int | None) -> None:
         """Send a batch once there is room: the oldest request out is settled first."""
@@ -106,10 +114,16 @@ class BatchSender:
         while self.out:
             self.settle(self.out.popleft(), total)
 
-    def abandon_all(self) -> None:
-        """The send is stopping: record the answer of every request still out."""
+    def abandon_all(self, timeout: float | None = None) -> None:
+        """The send is stopping: record the answer of every request still out.
+
+        Waits at most `timeout` seconds in all; a request whose answer has not come by then
+        is recorded `unknown` (it may have been delivered).
+        """
+        deadline = None if timeout is None else self.clock() + timeout
         while self.out:
-            self.abandon(self.out.popleft())
+            left = None if deadline is None else max(deadline - self.clock(), 0.0)
+            self.abandon(self.out.popleft(), left)
 
     def delay(self, flight: Flight, retry_after: float | None) -> float:
         now = self.clock()
@@ -152,6 +166,11 @@ class BatchSender:
                     ) from None
                 self.report.retries += 1
                 self.sleep(self.delay(flight, exc.retry_after))
+                try:
+                    self.check_stop()
+                except BaseException:
+                    self.report.failed += len(batch)  # recorded failed: the next run sends it
+                    raise
                 flight = self.start(batch, flight.attempt + 1)
                 continue
             except UnknownOutcomeError as exc:
@@ -186,10 +205,18 @@ class BatchSender:
             self._record(flight, result, total)
             return
 
-    def abandon(self, flight: Flight) -> None:
+    def abandon(self, flight: Flight, timeout: float | None = None) -> None:
         """The send is stopping with a request out: wait for it and record it, no retries."""
         try:
-            result = flight.future.result()
+            result = flight.future.result(timeout)
+        except FutureTimeout:
+            self.gave_up = True
+            self._finish(
+                flight.batch_id,
+                "unknown",
+                error=f"the send stopped and no answer came within {timeout or 0:.0f} s",
+            )
+            self.report.unknown += len(flight.batch)
         except UnknownOutcomeError as exc:
             self._finish(flight.batch_id, "unknown", error=str(exc))
             self.report.unknown += len(flight.batch)
@@ -214,7 +241,7 @@ class BatchSender:
         self.report.rejected += len(result.rejected)
         if result.hard_bounces:
             emails = {r.key: r.email for r in batch}
-            self.hard_bounces += [(emails[k], result.rejected[k]) for k in result.hard_bounces]
+            self.hard_bounces += [(k, emails[k], result.rejected[k]) for k in result.hard_bounces]
         if self.on_progress:
             self.on_progress(self.report.sent + self.report.rejected, total)
 

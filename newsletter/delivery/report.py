@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from newsletter.errors import ProviderError
+from newsletter.errors import ExitCode, NewsletterError, ProviderError
 from newsletter.lists.subscribers import Skipped
 
 #: Skipped rows kept in memory for the report; all of them go to the skipped-rows CSV.
@@ -24,6 +24,24 @@ Progress = Callable[[int, int | None], None]
 
 class SendStopped(ProviderError):
     """The send stopped part way; the report says who got the issue and who did not."""
+
+    def __init__(self, message: str, report: Report) -> None:
+        self.report = report
+        super().__init__(message)
+
+
+class SendInterrupted(SendStopped):
+    """Ctrl-C or SIGTERM: no new batch was taken and the requests out were settled."""
+
+    def __init__(self, message: str, report: Report, exit_code: ExitCode) -> None:
+        super().__init__(message, report)
+        self.exit_code = exit_code
+
+
+class NothingSent(NewsletterError):
+    """The send ended without mailing anyone; the report says why (skipped, unknown...)."""
+
+    exit_code = ExitCode.NOTHING_SENT
 
     def __init__(self, message: str, report: Report) -> None:
         self.report = report
@@ -59,6 +77,9 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     outbox: str | None = None
     stopped: str | None = None
+    #: What a real send refuses (check errors, an issue already sent under another id):
+    #: filled by the dry run, so the editor sees it before the confirmation.
+    refused: list[str] = field(default_factory=list)
 
     @property
     def to_send(self) -> int:
