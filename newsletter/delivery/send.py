@@ -129,6 +129,7 @@ class _SkipLog:
         self.path = path
         self._tmp = path.with_name(f".{path.name}.tmp")
         self.count = 0
+        self._failed: OSError | None = None  # a half-written log is never published
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self._tmp.open("w", newline="", encoding="utf-8")
@@ -148,6 +149,7 @@ class _SkipLog:
         try:
             self._writer.writerow([row.line, row.email, row.reason.value, row.detail])
         except OSError as exc:
+            self._failed = exc
             raise self._error(exc) from None
         self.count += 1
 
@@ -160,6 +162,8 @@ class _SkipLog:
                 if not self._fh.closed:  # a failed flush leaves it open: closing again works
                     self._fh.close()
                 raise
+            if self._failed is not None:
+                raise self._failed
             if not self.count:
                 self._tmp.unlink(missing_ok=True)
                 self.path.unlink(missing_ok=True)
