@@ -523,12 +523,11 @@ def send_issue(
 
     with send_lock(config.state_dir, issue), Ledger(config.ledger_path) as ledger:
         ledger.recover(issue)
-        manifest = _manifest(config, issue_path, list_path, options, campaign)
-        _findings(
-            report, ledger, campaign, (manifest.issue_sha256, manifest.templates_sha256), options
-        )
         stream = _open_list(list_path, config, options, campaign)
         try:
+            manifest = _manifest(config, issue_path, list_path, options, campaign)
+            version = (manifest.issue_sha256, manifest.templates_sha256)
+            _findings(report, ledger, campaign, version, options)
             refuse(report)
             suppressions = suppressions_path(config, options)
             _apply_bounces(ledger, suppressions, report)
