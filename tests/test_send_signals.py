@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -116,3 +117,37 @@ def test_ctrl_c_at_the_confirmation_exits_130_and_sends_nothing(tmp_path: Path) 
     assert proc.returncode == 130, err
     assert "nothing was sent" in err.decode()
     assert not (ws / "outbox" / "new").exists() or not list((ws / "outbox" / "new").iterdir())
+
+
+def test_a_stop_waits_for_answers_only_a_bounded_time(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    """Answers that do not come within the grace are recorded `unknown`, not waited for."""
+    from newsletter.config import load_config
+    from newsletter.delivery.report import SendInterrupted
+    from newsletter.delivery.send import SendOptions, send_issue
+    from newsletter.delivery.stop import StopRequest
+
+    ws = workspace(tmp_path / "ws", 10, "sendgrid:\n  batch_size: 5\n")
+    sendgrid_server.inject(slow(2.0), slow(2.0))
+    cfg = load_config(ws / "newsletter.yaml", env=env(sendgrid_server))
+    stop = StopRequest()
+    threading.Thread(
+        target=lambda: (wait_for(lambda: sendgrid_server.requests >= 2), stop.request(15)),
+        daemon=True,
+    ).start()
+    started = time.monotonic()
+    with pytest.raises(SendInterrupted) as stopped:
+        send_issue(
+            cfg,
+            ws / SAMPLE,
+            ws / "list.csv",
+            SendOptions(provider="sendgrid", stop_grace=0.3),
+            stop=stop,
+        )
+    assert time.monotonic() - started < 1.5  # not the 2 s the answers take
+    assert stopped.value.exit_code == 143
+    assert stopped.value.report.unknown == 10
+    with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
+        assert ledger.counts(ISSUE_ID) == {"unknown": 10}
+        assert ledger.sends(ISSUE_ID)[0].status == "stopped"

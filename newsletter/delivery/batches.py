@@ -90,6 +90,7 @@ class BatchSender:
         pool: ThreadPoolExecutor,
         *,
         check_stop: Callable[[], None] = lambda: None,
+        stop_deadline: Callable[[], float | None] | None = None,
     ) -> None:
         self.provider, self.ledger, self.send_id, self.issue = provider, ledger, send_id, issue
         self.retries, self.report, self.on_progress = retries, report, on_progress
@@ -100,6 +101,8 @@ class BatchSender:
         self.out: deque[Flight] = deque()  # requests out, oldest first
         #: Raises if the send was asked to stop (Ctrl-C, SIGTERM): called before a retry.
         self.check_stop = check_stop
+        #: When the send was asked to stop, the clock time by which answers must be in.
+        self.stop_deadline = stop_deadline
         #: Whether abandon_all gave up waiting for an answer (its thread is still out).
         self.gave_up = False
 
@@ -151,7 +154,16 @@ class BatchSender:
         while True:
             batch = flight.batch
             try:
-                result = flight.future.result()
+                result = self._wait(flight)
+            except FutureTimeout:
+                # asked to stop, and the answer did not come in time: it may be delivered
+                self.gave_up = True
+                self._finish(
+                    flight.batch_id, "unknown", error="the send stopped before an answer came"
+                )
+                self.report.unknown += len(batch)
+                self.check_stop()
+                raise
             except TransientProviderError as exc:
                 self._finish(flight.batch_id, "failed", error=str(exc))
                 if flight.attempt >= self.retries.max_attempts:
@@ -204,6 +216,19 @@ class BatchSender:
                 raise
             self._record(flight, result, total)
             return
+
+    def _wait(self, flight: Flight) -> Sent:
+        """The batch's answer; once a stop is asked, only until its deadline (FutureTimeout)."""
+        if self.stop_deadline is None:
+            return flight.future.result()
+        while True:
+            deadline = self.stop_deadline()
+            if deadline is not None:
+                return flight.future.result(max(deadline - self.clock(), 0.0))
+            try:
+                return flight.future.result(0.1)  # wake now and then to notice a stop
+            except FutureTimeout:
+                continue
 
     def abandon(self, flight: Flight, timeout: float | None = None) -> None:
         """The send is stopping with a request out: wait for it and record it, no retries."""

@@ -515,6 +515,16 @@ def send_issue(
     if stop is not None and sleep is time.sleep:
         sleep = stop.sleep
 
+    stop_at: list[float] = []
+
+    def stop_deadline() -> float | None:
+        """When a stop was first seen, plus the grace: answers after it are not waited for."""
+        if stop is None or not stop.requested:
+            return None
+        if not stop_at:
+            stop_at.append(clock() + options.stop_grace)
+        return stop_at[0]
+
     def check_stop() -> None:
         if stop is not None and stop.requested:
             raise SendInterrupted(
@@ -559,6 +569,7 @@ def send_issue(
                 clock,
                 pool,
                 check_stop=check_stop,
+                stop_deadline=stop_deadline if stop is not None else None,
             )
             total = estimate_rows(list_path)
             recipients = _classify(
@@ -583,7 +594,11 @@ def send_issue(
             report.stopped = redact(f"{type(exc).__name__}: {exc}", known_secrets)
             error = exc
         cleanup = _Cleanup(error)
-        grace = options.stop_grace if stop is not None and stop.requested else None
+        grace = None  # a stop on an error waits for the provider's own timeouts, as before
+        if stop is not None and stop.requested:
+            # A second Ctrl-C means now: what is still out is recorded unknown at once.
+            deadline = stop_deadline() or clock()
+            grace = 0.0 if isinstance(error, KeyboardInterrupt) else max(deadline - clock(), 0.0)
         if sender is not None:
             cleanup.run(lambda: sender.abandon_all(grace))
         if pool is not None:
