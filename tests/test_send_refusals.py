@@ -4,6 +4,7 @@ the `check` preflight, the same issue under another file name, and a send that m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -91,11 +92,11 @@ def test_a_renamed_issue_file_is_refused_unless_it_is_said_to_be_new(ws: Path) -
     shutil.copy(ws / SAMPLE, ws / "issues" / "2025-08-01-nk.yaml")
     assert send("issues/2025-08-01-nk.yaml", "--yes")[0] == 0
     # a real send, by hand: the SMTP test server is not needed to prove the refusal
-    from newsletter.storage.ledger import Ledger, Manifest
+    from newsletter.storage.ledger import Ledger
 
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         (first,) = ledger.sends("2025-08-01-north-korea")
-        real = Manifest(**{**first.manifest.__dict__, "provider": "smtp"})
+        real = dataclasses.replace(first.manifest, provider="smtp")
         send_id = ledger.start_send(real)
         batch = ledger.begin_batch(send_id, "2025-08-01-north-korea", [("a@x.org", "a@x.org")])
         ledger.finish_batch(batch, "sent")

@@ -528,7 +528,11 @@ def send_issue(
     def check_stop() -> None:
         if stop is not None and stop.requested:
             raise SendInterrupted(
-                f"stopped by {stop.what}: no new batch was started", report, stop.exit_code
+                f"stopped by {stop.what}: no new batch was started and the answers to the "
+                "requests out were recorded; whoever was not mailed gets the issue when you "
+                "resume (the command below)",
+                report,
+                stop.exit_code,
             )
 
     with send_lock(config.state_dir, issue), Ledger(config.ledger_path) as ledger:
