@@ -421,11 +421,12 @@ def send(
                     enabled=not as_json,
                 )
         except (SendStopped, NothingSent) as exc:
+            if isinstance(exc, SendStopped):
+                exc.report.resume = _resume_command(issue, to, name, options)
             if not as_json:  # with --json, the error's JSON carries the report
                 print_report(exc.report, as_json, verbose)
-                if isinstance(exc, SendStopped):
-                    resume = _resume_command(issue, to, name, options)
-                    console().print(f"To resume: {resume}", markup=False)
+                if exc.report.resume:
+                    console().print(f"To resume: {exc.report.resume}", markup=False)
             raise
         print_report(report, as_json, verbose)
 

@@ -42,6 +42,7 @@ def test_a_send_that_stops_on_an_error_prints_its_report_and_the_error(
     assert "401" in printed["error"]["message"]
     assert (printed["sent"], printed["failed"]) == (0, 4)
     assert printed["stopped"] == printed["error"]["message"]
+    assert printed["resume"] == f"newsletter send {SAMPLE} --to list.csv --provider sendgrid"
     assert sendgrid_server.api_key not in result.stdout
 
 

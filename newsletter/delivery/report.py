@@ -80,6 +80,8 @@ class Report:
     #: What a real send refuses (check errors, an issue already sent under another id):
     #: filled by the dry run, so the editor sees it before the confirmation.
     refused: list[str] = field(default_factory=list)
+    #: The command that resumes a send that stopped part way (the CLI knows how it was run).
+    resume: str | None = None
 
     @property
     def to_send(self) -> int:
