@@ -113,8 +113,9 @@ def test_a_renamed_issue_file_is_refused_unless_it_is_said_to_be_new(ws: Path) -
     assert code == ExitCode.ERROR
     assert "the same date and title" in output
 
-    code, output = send("issues/2025-08-01-nk.yaml", "--dry-run", "--as-new-issue")
+    code, output = send("issues/2025-08-01-nk.yaml", "--dry-run", "--as-new-issue", "-p", "smtp")
     assert code == 0, output
+    assert "warning: sending as a new issue (--as-new-issue) though this issue was" in output
 
 
 # item 4: a send that mails nobody

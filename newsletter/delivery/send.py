@@ -361,8 +361,13 @@ def _findings(
         report.warnings += found.warnings
     if ledger and version:
         report.warnings += _changed_since(ledger, campaign.issue.id, version, options.provider)
-        if not options.as_new_issue:
-            report.refused += sent_under_another_id(ledger, campaign, version[0], options.provider)
+        earlier = sent_under_another_id(ledger, campaign, version[0], options.provider)
+        if options.as_new_issue:
+            report.warnings += [
+                f"sending as a new issue (--as-new-issue) though {e}" for e in earlier
+            ]
+        else:
+            report.refused += earlier
 
 
 def _bounced(ledger: Ledger | None) -> frozenset[str]:
