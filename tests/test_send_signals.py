@@ -52,7 +52,7 @@ def test_a_signal_mid_send_settles_what_is_out_and_says_how_to_resume(
     tmp_path: Path, sendgrid_server: SendGridServer, signum: int, code: int
 ) -> None:
     ws = workspace(tmp_path / "ws", READERS, "sendgrid:\n  batch_size: 5\n")
-    sendgrid_server.inject(*[slow(0.6)] * 8)
+    sendgrid_server.inject(*[slow(0.3)] * 8)
     args = [str(NEWSLETTER), "send", SAMPLE, "--to", "list.csv", "--yes", "-p", "sendgrid"]
     with subprocess.Popen(
         args, cwd=ws, env=env(sendgrid_server), stdout=subprocess.PIPE, stderr=subprocess.PIPE
