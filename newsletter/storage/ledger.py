@@ -17,13 +17,14 @@ templates and the list) and the final counts: the audit record.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,8 @@ MAX_KEYS_PER_QUERY = 1000
 # Rows per query when streaming deliveries: constant memory, and no query held open.
 ROWS_PER_PAGE = 1000
 INTERRUPTED = "interrupted: the process stopped before the provider answered"
+# What os.link says on a filesystem that has no hard links (some network and FUSE mounts).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV})
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sends (
@@ -296,8 +299,16 @@ class Ledger:
                 conn.execute("COMMIT")
             finally:
                 conn.close()
-            with suppress(FileExistsError):  # another process made it first: use theirs
+            try:
                 os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            except OSError as e:
+                if e.errno not in _NO_HARD_LINKS:
+                    raise
+                # a filesystem without hard links: a rename, which is whole as well
+                if not path.exists():
+                    os.replace(tmp, path)
         except (OSError, sqlite3.Error) as e:
             raise LedgerError(f"{path}: cannot create the ledger: {e}") from e
         finally:
