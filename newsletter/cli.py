@@ -7,6 +7,7 @@ in one place.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +56,11 @@ def _errors() -> Iterator[None]:
         yield
     except NewsletterError as exc:
         err = console(stderr=True)
-        for line in str(exc).splitlines() or [type(exc).__name__]:
+        from newsletter.config import env_secrets, redact
+
+        # the library scrubs what it knows; this catches a secret in any other message
+        message = redact(str(exc), env_secrets(os.environ))
+        for line in message.splitlines() or [type(exc).__name__]:
             err.print(f"[red]error:[/red] {escape(line)}", highlight=False)
         raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:

@@ -113,8 +113,12 @@ def with_progress(
 def print_report(report: Report, as_json: bool, verbose: bool) -> None:
     if as_json:
         import json
+        import os
 
-        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
+        from newsletter.config import env_secrets, redact
+
+        text = json.dumps(report.to_json(), indent=2, default=str)
+        typer.echo(redact(text, env_secrets(os.environ)))
         return
     from rich.table import Table
     from rich.text import Text
