@@ -29,7 +29,12 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Final, Self
 
 from newsletter.errors import SubscribersError
-from newsletter.lists.addresses import fast_normalise, library_normalise, validate_address
+from newsletter.lists.addresses import (
+    address_key,
+    fast_normalise,
+    library_normalise,
+    validate_address,
+)
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -68,7 +73,7 @@ class Subscriber:
     @property
     def key(self) -> str:
         """Addresses that differ only in case are one person (for duplicates and ledgers)."""
-        return self.email.casefold()
+        return address_key(self.email)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +284,7 @@ def _suppression_claims(table: _Table) -> Iterator[tuple[int, int, int, int]]:
             line, previous = previous + 1, reader.line_num
             raw = row[email].strip() if len(row) > email else ""
             if raw:
-                yield *_digest(_suppressed_address(raw).casefold()), line, _SUPPRESSED
+                yield *_digest(address_key(_suppressed_address(raw))), line, _SUPPRESSED
     except csv.Error as e:
         raise SubscribersError(
             f"{table.path}:{previous + 1}: not valid CSV ({e}). Fix this line: an address "
@@ -382,7 +387,7 @@ class SubscriberStream:
         tag_cache: dict[str, frozenset[str]] = {"": _NO_TAGS}
         cursor = db.cursor()
         claim, sql_claim = cursor.execute, _CLAIM
-        statuses, normalise, new = _STATUSES.get, fast_normalise, Subscriber
+        statuses, normalise, new, key_of = _STATUSES.get, fast_normalise, Subscriber, address_key
         previous = table.header_line
 
         def skip(line: int, raw: str, reason: SkipReason, detail: str) -> Skipped:
@@ -429,7 +434,7 @@ class SubscriberStream:
                         except ValueError as e:
                             yield skip(line, raw, SkipReason.INVALID, str(e))
                             continue
-                    key = email.casefold()
+                    key = key_of(email)
                     h1, h2 = hash(key), hash(key + "\0")  # _digest, inlined
                     claim(sql_claim, (h1, h2, line, status))
                     if cursor.rowcount == 0:
@@ -563,7 +568,7 @@ def append_suppressions(path: Path, entries: Iterable[tuple[str, str]]) -> int:
                 if not raw:
                     raise ValueError(f"a suppression entry has no address (reason {reason!r})")
                 address = _suppressed_address(raw)
-                cursor = db.execute(_CLAIM, (*_digest(address.casefold()), 0, _SUPPRESSED))
+                cursor = db.execute(_CLAIM, (*_digest(address_key(address)), 0, _SUPPRESSED))
                 if cursor.rowcount:
                     values = {"email": address, "reason": reason, "added_at": added_at}
                     writer.writerow([values.get(c.lower(), "") for c in columns])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter.config import Config
+from newsletter.lists.addresses import address_key
 from newsletter.lists.subscribers import append_suppressions
 from newsletter.lists.tokens import SECRET_ENV, ForeignTokenError, TokenError, signer_from_env
 
@@ -74,8 +75,8 @@ def unsubscribe(config: Config, requests: Iterable[str], suppressions: Path) -> 
                 reason += f" ({SECRET_ENV} is not set: tokens in real mail need it to be checked)"
             result.refused.append((request.strip(), reason))
             continue
-        if address.casefold() not in seen:
-            seen.add(address.casefold())
+        if address_key(address) not in seen:
+            seen.add(address_key(address))
             result.addresses.append(address)
     if result.addresses:
         result.added = append_suppressions(suppressions, [(a, REASON) for a in result.addresses])
