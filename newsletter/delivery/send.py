@@ -25,7 +25,7 @@ from newsletter.delivery.batches import BatchSender, Retries
 from newsletter.delivery.campaign import Campaign, prepare
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
-from newsletter.delivery.providers import Provider, open_provider
+from newsletter.delivery.providers import Provider, address_refusal, open_provider
 from newsletter.delivery.report import Progress, Report, SendStopped
 from newsletter.errors import (
     ConfigError,
@@ -236,7 +236,10 @@ def _open_list(
     path: Path, config: Config, options: SendOptions, campaign: Campaign
 ) -> SubscriberStream:
     stream = read_subscribers(
-        path, tags=options.tags, suppressions=suppressions_path(config, options)
+        path,
+        tags=options.tags,
+        suppressions=suppressions_path(config, options),
+        refuse=address_refusal(options.provider),
     )
     missing = campaign.missing_fields(stream.columns)
     if missing:

@@ -19,7 +19,7 @@ import re
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Collection, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -58,6 +58,7 @@ class SkipReason(StrEnum):
     SUPPRESSED = "suppressed"
     NOT_TAGGED = "not tagged"
     MALFORMED = "malformed row"
+    UNSENDABLE = "provider cannot take it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,9 +327,15 @@ class SubscriberStream:
     counts: Counter[str]
 
     def __init__(
-        self, path: Path, *, tags: Collection[str] = (), suppressions: Path | None = None
+        self,
+        path: Path,
+        *,
+        tags: Collection[str] = (),
+        suppressions: Path | None = None,
+        refuse: Callable[[str], str | None] | None = None,
     ) -> None:
         self.path = path
+        self._refuse = refuse
         self.counts = Counter({"ok": 0, **{reason.value: 0 for reason in SkipReason}})
         self._table: _Table | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
@@ -388,6 +395,7 @@ class SubscriberStream:
         cursor = db.cursor()
         claim, sql_claim = cursor.execute, _CLAIM
         statuses, normalise, new, key_of = _STATUSES.get, fast_normalise, Subscriber, address_key
+        refuse = self._refuse
         previous = table.header_line
 
         def skip(line: int, raw: str, reason: SkipReason, detail: str) -> Skipped:
@@ -472,6 +480,9 @@ class SubscriberStream:
                     if not name.isprintable() and _NOT_ONE_LINE.search(name):
                         yield skip(line, raw, SkipReason.MALFORMED, _NAME_NOT_ONE_LINE)
                         continue
+                    if refuse is not None and (why := refuse(email)):
+                        yield skip(line, raw, SkipReason.UNSENDABLE, why)
+                        continue
                     fields = {c: row[i] for c, i in named}
                     counts["ok"] += 1
                     yield new(line, email, name, tags, fields)
@@ -523,14 +534,19 @@ class SubscriberStream:
 
 
 def read_subscribers(
-    path: Path, *, tags: Collection[str] = (), suppressions: Path | None = None
+    path: Path,
+    *,
+    tags: Collection[str] = (),
+    suppressions: Path | None = None,
+    refuse: Callable[[str], str | None] | None = None,
 ) -> SubscriberStream:
     """Open a subscriber list as a stream; whole-file problems raise here, before any row.
 
     `tags` keeps only subscribers with any of them; `suppressions` is a CSV file with an
-    `email` column (a missing file is an empty list).
+    `email` column (a missing file is an empty list); `refuse` says why the provider cannot
+    take a normalised address (the row is skipped with that reason), or None.
     """
-    return SubscriberStream(path, tags=tags, suppressions=suppressions)
+    return SubscriberStream(path, tags=tags, suppressions=suppressions, refuse=refuse)
 
 
 # --- the suppression list -------------------------------------------------------------------
