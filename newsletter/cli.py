@@ -411,15 +411,14 @@ def status(
 ) -> None:
     """What the ledger says about an issue: each send, and who got it and who did not."""
     with _errors():
-        import csv
-
         from newsletter.delivery import status as ledger_status
+        from newsletter.lists.cells import CellWriter
 
         config = _config()
         issue_id = ledger_status.issue_id(issue)
         if show is not None:
             rows = ledger_status.recipients(config, issue_id, show)
-            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer = CellWriter(sys.stdout, lineterminator="\n")
             writer.writerow(["email", "status", "updated_at", "provider_id", "error"])
             for d in rows:
                 writer.writerow(

@@ -8,7 +8,6 @@ issue.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +32,7 @@ from newsletter.errors import (
     ProviderError,
     TemplateError,
 )
+from newsletter.lists.cells import CellWriter
 from newsletter.lists.subscribers import (
     Skipped,
     Subscriber,
@@ -108,7 +108,7 @@ class _SkipLog:
         self.path = path
         self._tmp = path.with_name(f".{path.name}.tmp")
         self._fh = self._tmp.open("w", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._fh)
+        self._writer = CellWriter(self._fh)  # cells from the list: never formulas
         self._writer.writerow(["line", "email", "reason", "detail"])
         self.count = 0
 

@@ -35,6 +35,7 @@ from newsletter.lists.addresses import (
     library_normalise,
     validate_address,
 )
+from newsletter.lists.cells import CellWriter, restore
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -283,7 +284,7 @@ def _suppression_claims(table: _Table) -> Iterator[tuple[int, int, int, int]]:
     try:
         for row in reader:
             line, previous = previous + 1, reader.line_num
-            raw = row[email].strip() if len(row) > email else ""
+            raw = restore(row[email].strip()) if len(row) > email else ""
             if raw:
                 yield *_digest(address_key(_suppressed_address(raw))), line, _SUPPRESSED
     except csv.Error as e:
@@ -578,7 +579,7 @@ def append_suppressions(path: Path, entries: Iterable[tuple[str, str]]) -> int:
         added = 0
         with path.open("a", encoding="utf-8", newline="") as file:
             file.write(prefix)
-            writer = csv.writer(file, delimiter=delimiter, lineterminator=newline)
+            writer = CellWriter(file, delimiter=delimiter, lineterminator=newline)
             for email, reason in entries:
                 raw = email.strip()
                 if not raw:
