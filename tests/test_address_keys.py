@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from newsletter.delivery.send import SendOptions, send_issue
-from newsletter.lists.addresses import address_key
+from newsletter.lists.addresses import address_key, smtp_address
 from newsletter.lists.subscribers import Skipped, SkipReason, Subscriber, read_subscribers
 from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, config, workspace
@@ -53,3 +53,11 @@ def test_both_are_mailed_and_recorded_apart(tmp_path: Path) -> None:
             "strasse@example.de",
             "straße@example.de",
         ]
+
+
+def test_the_smtp_form_of_an_address_depends_on_smtputf8() -> None:
+    assert smtp_address("ada@exämple.com", smtputf8=False) == "ada@xn--exmple-cua.com"
+    assert smtp_address("ada@exämple.com", smtputf8=True) == "ada@exämple.com"
+    assert smtp_address("üñí@exämple.com", smtputf8=True) == "üñí@exämple.com"
+    assert smtp_address("üñí@exämple.com", smtputf8=False) is None
+    assert smtp_address("ada@example.com", smtputf8=False) == "ada@example.com"

@@ -20,6 +20,7 @@ __all__ = [
     "fast_normalise",
     "library_normalise",
     "needs_smtputf8",
+    "smtp_address",
     "validate_address",
 ]
 
@@ -107,3 +108,19 @@ def needs_smtputf8(address: str) -> bool:
     takes it. SMTP: skip such a recipient (`Sent.rejected`) when the server's EHLO does not
     list SMTPUTF8; SendGrid never takes one."""
     return not address.rpartition("@")[0].isascii()
+
+
+#: Why a server without SMTPUTF8 cannot take an address: for the report and the ledger.
+NO_SMTPUTF8 = (
+    "the address has non-ASCII characters before the @ and the server does not offer "
+    "SMTPUTF8, so it cannot take it; mail this reader another way"
+)
+
+
+def smtp_address(address: str, *, smtputf8: bool) -> str | None:
+    """The address for RCPT TO: as it is for a server offering SMTPUTF8 (the transaction
+    then needs `MAIL FROM:<...> SMTPUTF8`), else with the domain in xn-- form; None if the
+    server cannot take it at all (reject the recipient with `NO_SMTPUTF8`)."""
+    if smtputf8:
+        return address
+    return None if needs_smtputf8(address) else ascii_domain(address)
