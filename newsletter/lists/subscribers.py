@@ -395,7 +395,7 @@ class SubscriberStream:
         tag_cache: dict[str, frozenset[str]] = {"": _NO_TAGS}
         cursor = db.cursor()
         claim, sql_claim = cursor.execute, _CLAIM
-        statuses, normalise, new, key_of = _STATUSES.get, fast_normalise, Subscriber, address_key
+        statuses, normalise, new = _STATUSES.get, fast_normalise, Subscriber
         refuse = self._refuse
         previous = table.header_line
 
@@ -443,7 +443,7 @@ class SubscriberStream:
                         except ValueError as e:
                             yield skip(line, raw, SkipReason.INVALID, str(e))
                             continue
-                    key = key_of(email)
+                    key = email.lower()  # address_key, inlined
                     h1, h2 = hash(key), hash(key + "\0")  # _digest, inlined
                     claim(sql_claim, (h1, h2, line, status))
                     if cursor.rowcount == 0:
