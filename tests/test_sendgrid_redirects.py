@@ -17,12 +17,13 @@ from tests.servers.sendgrid import SendGridServer, redirect
 from tests.workspace import SAMPLE
 
 
+@pytest.mark.parametrize("code", [302, 307, 308])  # 307/308 would re-POST the body as well
 def test_a_redirect_is_not_followed_with_the_key_and_nobody_is_left_unknown(
-    tmp_path: Path, sendgrid_server: SendGridServer
+    tmp_path: Path, sendgrid_server: SendGridServer, code: int
 ) -> None:
     ws = workspace(tmp_path / "ws", 3)
     with SendGridServer(sendgrid_server.api_key) as elsewhere:
-        sendgrid_server.inject(redirect(f"http://localhost:{elsewhere.port}/v3/mail/send"))
+        sendgrid_server.inject(redirect(f"http://localhost:{elsewhere.port}/v3/mail/send", code))
         env = {
             "SENDGRID_API_KEY": sendgrid_server.api_key,
             "SENDGRID_API_HOST": sendgrid_server.url,
@@ -32,7 +33,7 @@ def test_a_redirect_is_not_followed_with_the_key_and_nobody_is_left_unknown(
             send_issue(config(ws, env), ws / SAMPLE, ws / "list.csv", options)
         assert elsewhere.requests == 0  # the key never went there
     message = str(info.value)
-    assert "302" in message and f"localhost:{elsewhere.port}" in message
+    assert str(code) in message and f"localhost:{elsewhere.port}" in message
     assert "SENDGRID_API_HOST" in message  # what to do
     assert sendgrid_server.api_key not in message
     report = info.value.report
