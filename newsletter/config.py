@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -271,11 +272,17 @@ def _secret(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
 def _loopback(host: str | None) -> bool:
-    return host is not None and (host.lower() in _LOOPBACK_HOSTS or host.startswith("127."))
+    """This machine: `localhost` or a loopback IP (127.0.0.0/8, ::1), not a name like
+    127.0.0.1.example.com."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def sendgrid_account(config: Config) -> SendGridAccount:

@@ -57,7 +57,9 @@ def test_https_or_loopback_http_hosts_are_taken(tmp_path: Path, host: str) -> No
     assert account.host == host
 
 
-@pytest.mark.parametrize("host", ["http://api.sendgrid.com", "http://10.0.0.8:8080"])
+@pytest.mark.parametrize(
+    "host", ["http://api.sendgrid.com", "http://10.0.0.8:8080", "http://127.0.0.1.example.com"]
+)
 def test_a_plain_http_host_elsewhere_is_refused(tmp_path: Path, host: str) -> None:
     ws = workspace(tmp_path / "ws", 0)
     with pytest.raises(ConfigError) as info:
