@@ -46,6 +46,7 @@ def test_a_redirect_is_not_followed_with_the_key_and_nobody_is_left_unknown(
     "host",
     [
         "http://127.0.0.1:8025",
+        "http://127.8.9.1",
         "http://localhost:1234",
         "http://[::1]:99",
         "https://api.sendgrid.com",
