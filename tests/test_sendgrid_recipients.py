@@ -145,3 +145,16 @@ def test_a_400_that_names_no_personalization_still_stops_the_batch(
         _send_to(ws, sendgrid_server, "ada@example.com,Ada\nbob@example.com,Bob\n")
     assert info.value.report.failed == 2
     assert sendgrid_server.accepted == []
+
+
+def test_an_internationalised_sender_domain_goes_in_its_ascii_form_too(
+    tmp_path: Path, sendgrid_server: SendGridServer
+) -> None:
+    ws = workspace(tmp_path / "ws", 0)
+    yaml = (ws / "newsletter.yaml").read_text(encoding="utf-8")
+    (ws / "newsletter.yaml").write_text(
+        yaml.replace("email: brief@example.org", "email: brief@exämple.org"), encoding="utf-8"
+    )
+    _, report = _send_to(ws, sendgrid_server, "ada@example.com,Ada\n")
+    assert report.sent == 1  # type: ignore[attr-defined]
+    assert sendgrid_server.accepted[0].body["from"]["email"] == "brief@xn--exmple-cua.org"

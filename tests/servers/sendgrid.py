@@ -378,6 +378,9 @@ def live_problems(body: dict[str, Any], now: float) -> list[dict[str, Any]]:
     if recipients > MAX_RECIPIENTS:
         message = f"{recipients} recipients in one request; at most {MAX_RECIPIENTS} in all."
         problems.append(problem(message, "personalizations"))
+    for name in ("from", "reply_to"):
+        if name in body and not body[name]["email"].isascii():
+            problems.append(problem("Does not contain a valid address.", f"{name}.email"))
     problems += _content_problems(body.get("content"), templated)
     problems += _header_problems(body.get("headers", {}), "headers")
     problems += _send_at_problems(body.get("send_at"), "send_at", now)

@@ -89,7 +89,7 @@ class PayloadBuilder:
             (r.slots.token(s.field, s.fallback, "h"), r.slots.token(s.field, s.fallback, "t"))
             for s in r.slots.slots
         ]
-        sender: dict[str, str] = {"email": h.from_email}
+        sender: dict[str, str] = {"email": ascii_domain(h.from_email)}
         if h.from_name:
             sender["name"] = h.from_name
         base: dict[str, Any] = {
@@ -104,7 +104,7 @@ class PayloadBuilder:
             "custom_args": {"issue": campaign.issue.id, "list": h.list_id},
         }
         if h.reply_to:
-            base["reply_to"] = {"email": h.reply_to}
+            base["reply_to"] = {"email": ascii_domain(h.reply_to)}
         if c.settings.sendgrid.asm_group_id is not None:
             base["asm"] = {"group_id": c.settings.sendgrid.asm_group_id}
         if sandbox:
