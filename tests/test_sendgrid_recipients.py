@@ -11,18 +11,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from newsletter.delivery.send import SendOptions, dry_run, send_issue
+from newsletter.delivery.send import Report, SendOptions, dry_run, send_issue
 from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, config, workspace
 from tests.servers.sendgrid import SendGridServer, live_problems, status
 from tests.workspace import SAMPLE
 
 
-def _send_to(ws: Path, server: SendGridServer, rows: str) -> tuple[Path, object]:
+def _send_to(ws: Path, server: SendGridServer, rows: str) -> Report:
     (ws / "list.csv").write_text("email,name\n" + rows, encoding="utf-8")
     cfg = config(ws, {"SENDGRID_API_KEY": server.api_key, "SENDGRID_API_HOST": server.url})
     options = SendOptions(provider="sendgrid", backoff=0.0, max_backoff=0.0)
-    return ws, send_issue(cfg, ws / SAMPLE, ws / "list.csv", options)
+    return send_issue(cfg, ws / SAMPLE, ws / "list.csv", options)
 
 
 def _to(server: SendGridServer) -> dict[str, str | None]:
@@ -59,8 +59,8 @@ def test_names_with_list_separators_go_quoted_and_are_delivered(
         'pat@example.org,"O""Brien, Pat"\n'
         "ada@example.org,Ada Lovelace\n"
     )
-    _, report = _send_to(ws, sendgrid_server, rows)
-    assert (report.sent, report.rejected, report.failed) == (4, 0, 0)  # type: ignore[attr-defined]
+    report = _send_to(ws, sendgrid_server, rows)
+    assert (report.sent, report.rejected, report.failed) == (4, 0, 0)
     assert _to(sendgrid_server) == {
         "katherine@example.org": '"Johnson, Katherine"',
         "jo@example.org": '"Smith; Jo"',
@@ -77,8 +77,8 @@ def test_an_internationalised_domain_goes_out_in_its_ascii_form(
     tmp_path: Path, sendgrid_server: SendGridServer
 ) -> None:
     ws = workspace(tmp_path / "ws", 0)
-    _, report = _send_to(ws, sendgrid_server, "ada@exämple.com,Ada\nbob@example.com,Bob\n")
-    assert report.sent == 2  # type: ignore[attr-defined]
+    report = _send_to(ws, sendgrid_server, "ada@exämple.com,Ada\nbob@example.com,Bob\n")
+    assert report.sent == 2
     assert set(_to(sendgrid_server)) == {"ada@xn--exmple-cua.com", "bob@example.com"}
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:  # the ledger keeps the list's
         assert {d.email for d in ledger.deliveries(ISSUE_ID, "sent")} == {
@@ -102,9 +102,9 @@ def test_a_non_ascii_local_part_is_skipped_with_its_reason_not_the_whole_batch(
     assert skipped.email == "üñí@exämple.com" and skipped.line == 3
     assert "SendGrid" in skipped.detail and "non-ASCII" in skipped.detail
 
-    _, report = _send_to(ws, sendgrid_server, rows)
-    assert report.sent == 2  # type: ignore[attr-defined]
-    assert sum(report.skipped.values()) == 1  # type: ignore[attr-defined]
+    report = _send_to(ws, sendgrid_server, rows)
+    assert report.sent == 2
+    assert sum(report.skipped.values()) == 1
     assert set(_to(sendgrid_server)) == {"ada@example.com", "bob@example.com"}
     skipped_csv = (ws / "build" / f"{ISSUE_ID}-skipped.csv").read_text(encoding="utf-8")
     assert "üñí@exämple.com" in skipped_csv and "SendGrid" in skipped_csv
@@ -120,8 +120,8 @@ def test_a_400_naming_one_personalization_sets_that_recipient_aside_and_sends_th
         )
     )
     rows = "ada@example.com,Ada\nbad@example.com,Bad\nbob@example.com,Bob\n"
-    _, report = _send_to(ws, sendgrid_server, rows)
-    assert (report.sent, report.rejected, report.failed, report.unknown) == (2, 1, 0, 0)  # type: ignore[attr-defined]
+    report = _send_to(ws, sendgrid_server, rows)
+    assert (report.sent, report.rejected, report.failed, report.unknown) == (2, 1, 0, 0)
     assert set(_to(sendgrid_server)) == {"ada@example.com", "bob@example.com"}
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         (rejected,) = ledger.deliveries(ISSUE_ID, "rejected")
@@ -155,6 +155,6 @@ def test_an_internationalised_sender_domain_goes_in_its_ascii_form_too(
     (ws / "newsletter.yaml").write_text(
         yaml.replace("email: brief@example.org", "email: brief@exämple.org"), encoding="utf-8"
     )
-    _, report = _send_to(ws, sendgrid_server, "ada@example.com,Ada\n")
-    assert report.sent == 1  # type: ignore[attr-defined]
+    report = _send_to(ws, sendgrid_server, "ada@example.com,Ada\n")
+    assert report.sent == 1
     assert sendgrid_server.accepted[0].body["from"]["email"] == "brief@xn--exmple-cua.org"

@@ -327,9 +327,10 @@ def live_problems(body: dict[str, Any], now: float) -> list[dict[str, Any]]:
     twice in one request (case-insensitive); `subject` (top level or in every personalization) and
     `content` unless `template_id`; text/plain first, then text/html, each at most once;
     substitutions and the merged custom_args of each personalization at most 10,000 bytes (keys
-    plus values, UTF-8); recipient addresses are ASCII (an internationalised domain in its
-    xn-- form); a recipient name with `,` or `;` is a quoted string (the live API accepts a
-    bare one with 202 and then drops the mail: sendgrid/docs#2005); custom_args and header
+    plus values, UTF-8); every address (recipients, from, reply_to) is ASCII (an
+    internationalised domain in its xn-- form); a recipient name with `,` or `;` is a quoted
+    string (the live API accepts a bare one with 202, then drops the mail: sendgrid/docs#2005);
+    custom_args and header
     values are strings; no reserved header; not both reply_to and reply_to_list; send_at at
     most 72 hours ahead; attachments are base64.
     """
