@@ -125,3 +125,23 @@ def test_a_server_echoing_the_key_shows_it_nowhere(tmp_path: Path) -> None:
     assert [leaked(output, KEY) for output in outputs] == [[], [], [], []]
     ledger = (ws / ".newsletter" / "ledger.sqlite").read_bytes().decode("utf-8", "replace")
     assert leaked(ledger, KEY) == []
+
+
+def test_an_smtp_send_with_such_a_password_connects_to_nobody(tmp_path: Path) -> None:
+    from tests.servers.smtp import SMTPServer
+
+    ws = workspace(tmp_path / "ws", 3)
+    with SMTPServer(username="editor", password="pa55word") as server:
+        env = {
+            "SMTP_HOST": server.host,
+            "SMTP_PORT": str(server.port),
+            "SMTP_SECURITY": "none",
+            "SMTP_USER": "editor",
+            "SMTP_PASSWORD": "pa55word\r\n",
+        }
+        with pytest.raises(ConfigError) as info:
+            send_issue(config(ws, env), ws / SAMPLE, ws / "list.csv", SendOptions("smtp"))
+        assert server.connections == 0
+    assert "SMTP_PASSWORD" in str(info.value) and "pa55word" not in str(info.value)
+    with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
+        assert ledger.counts(ISSUE_ID) == {}
