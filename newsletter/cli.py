@@ -7,6 +7,7 @@ in one place.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,7 +62,11 @@ def _errors(as_json: bool = False) -> Iterator[None]:
         yield
     except NewsletterError as exc:
         err = console(stderr=True)
-        for line in str(exc).splitlines() or [type(exc).__name__]:
+        from newsletter.config import env_secrets, redact
+
+        # the library scrubs what it knows; this catches a secret in any other message
+        message = redact(str(exc), env_secrets(os.environ))
+        for line in message.splitlines() or [type(exc).__name__]:
             err.print(f"[red]error:[/red] {escape(line)}", highlight=False)
         if as_json:
             print_error_json(exc)
@@ -495,15 +500,14 @@ def status(
 ) -> None:
     """What the ledger says about an issue: each send, and who got it and who did not."""
     with _errors(as_json):
-        import csv
-
         from newsletter.delivery import status as ledger_status
+        from newsletter.lists.cells import CellWriter
 
         config = _config()
         issue_id = ledger_status.issue_id(issue)
         if show is not None:
             rows = ledger_status.recipients(config, issue_id, show)
-            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer = CellWriter(sys.stdout, lineterminator="\n")
             writer.writerow(["email", "status", "updated_at", "provider_id", "error", "rehearsal"])
             for d in rows:
                 writer.writerow(

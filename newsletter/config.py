@@ -7,8 +7,13 @@ committed and shared.
 
 from __future__ import annotations
 
+import base64
+import functools
+import ipaddress
+import json
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -248,13 +253,40 @@ def smtp_server(config: Config, host: str | None = None, port: int | None = None
         port=number,
         security=security,
         user=env.get("SMTP_USER") or s.user,
-        password=env.get("SMTP_PASSWORD") or None,
+        password=_secret(env, "SMTP_PASSWORD") or None,
         timeout=s.timeout,
     )
 
 
+def _secret(env: Mapping[str, str], name: str) -> str:
+    """A secret as it must go on the wire: refused, never shown, if it has a line break, a
+    control character or space around it (a CRLF `.env` file, a paste with a newline). Sent
+    as is it would fail in the HTTP or SMTP library, in a message that carries it."""
+    value = env.get(name, "")
+    if value.strip() != value or any(not c.isprintable() for c in value):
+        raise ConfigError(
+            f"{name} has a line break, a control character or space around it, so it cannot "
+            f"be sent as it is; set it again without them (a .env file saved with Windows line "
+            f"ends adds a carriage return to every value). It is not shown here."
+        )
+    return value
+
+
+def _loopback(host: str | None) -> bool:
+    """This machine: `localhost` or a loopback IP (127.0.0.0/8, ::1), not a name like
+    127.0.0.1.example.com."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def sendgrid_account(config: Config) -> SendGridAccount:
-    key = config.env.get("SENDGRID_API_KEY", "").strip()
+    key = _secret(config.env, "SENDGRID_API_KEY")
     if not key:
         raise ConfigError(
             "SENDGRID_API_KEY is not set; create a key with the Mail Send permission in "
@@ -265,16 +297,75 @@ def sendgrid_account(config: Config) -> SendGridAccount:
         raise ConfigError(
             f"SENDGRID_API_HOST is {host!r}; give a URL such as {DEFAULT_SENDGRID_HOST}"
         )
+    if host.startswith("http://") and not _loopback(urllib.parse.urlsplit(host).hostname):
+        raise ConfigError(
+            f"SENDGRID_API_HOST is {host!r}: plain http:// would send the API key unencrypted; "
+            f"use an https:// URL such as {DEFAULT_SENDGRID_HOST} (http:// is only for a test "
+            "server on this machine)"
+        )
     return SendGridAccount(api_key=key, host=host.rstrip("/"))
+
+
+SECRET_NAMES = ("SENDGRID_API_KEY", "SMTP_PASSWORD", "NEWSLETTER_SECRET")
 
 
 def secrets(config: Config) -> list[str]:
     """Every secret this process knows, so that error text can be scrubbed of them."""
-    names = ("SENDGRID_API_KEY", "SMTP_PASSWORD", "NEWSLETTER_SECRET")
-    return [v for n in names if len(v := config.env.get(n, "")) >= 4]
+    return env_secrets(config.env)
+
+
+def env_secrets(env: Mapping[str, str]) -> list[str]:
+    """The secrets in an environment: what the CLI scrubs from anything it prints."""
+    return [v for n in SECRET_NAMES if len(v := env.get(n, "")) >= 4]
 
 
 def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
+    """`text` without any form the secrets take on the wire (see `wire_forms`), nor the start
+    of one that a cut left at the end of `text`."""
+    if not secrets:
+        return text
+    pattern, forms = _redaction(tuple(secrets))
+    text = pattern.sub(REDACTED, text)
+    for form in forms:  # a form cut short by a truncation before the redaction
+        for n in range(len(form) - 1, _MIN_PIECE - 1, -1):
+            if text.endswith(form[:n]):
+                return text[:-n] + REDACTED
     return text
+
+
+REDACTED = "[redacted]"
+#: Shorter pieces of a secret are not looked for: they would match ordinary text.
+_MIN_PIECE = 8
+
+
+def wire_forms(secret: str) -> set[str]:
+    """Every way a secret can show up in what a server sends back or a library prints.
+
+    As is and stripped; URL-encoded; JSON- and repr-escaped; and base64, standard and
+    URL-safe, wherever it starts in a longer encoded string (SMTP AUTH PLAIN encodes
+    "\\0user\\0password" as one): for each of the three byte alignments, the run of base64
+    characters that depends on the secret's bytes alone.
+    """
+    found = {
+        secret,
+        secret.strip(),
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+    }
+    raw = secret.encode()
+    for align in range(3):
+        encoded = base64.b64encode(bytes(align) + raw).decode()
+        start, end = -(-8 * align // 6), (8 * (align + len(raw))) // 6
+        for text in (encoded, encoded.replace("+", "-").replace("/", "_")):
+            found.add(text[start:end])
+    return {f for f in found if f and len(f) >= min(_MIN_PIECE, len(secret))}
+
+
+@functools.lru_cache(maxsize=8)
+def _redaction(secrets: tuple[str, ...]) -> tuple[re.Pattern[str], list[str]]:
+    """One pattern for every form of every secret, longest first; and the forms."""
+    forms = sorted({f for s in secrets for f in wire_forms(s)}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, forms))), forms

@@ -6,6 +6,7 @@ Rich is imported inside each function, so a command that prints little pays litt
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,11 +23,26 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+#: What a terminal would obey rather than show: C0 and C1 controls (ESC starts the
+#: sequences that recolour, retitle or clear it), DEL, and the bidi controls that make
+#: text read differently from how it is stored. Line breaks too: one cell, one line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """Text from a list, a token or a server, safe to print: each control character is
+    shown as its escape (`\\x1b`), never sent to the terminal."""
+    if text.isprintable():
+        return text
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
 def escape(text: str) -> str:
-    """Text for rich's markup: a `[` typed by an editor or a list is printed, not parsed."""
+    """Text for rich's markup: a `[` typed by an editor or a list is printed, not parsed,
+    and a control character is shown, not obeyed (`printable`)."""
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    return rich_escape(printable(text))
 
 
 def console(stderr: bool = False) -> Console:
@@ -136,8 +152,12 @@ def print_error_json(exc: NewsletterError) -> None:
 def print_report(report: Report, as_json: bool, verbose: bool) -> None:
     if as_json:
         import json
+        import os
 
-        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
+        from newsletter.config import env_secrets, redact
+
+        text = json.dumps(report.to_json(), indent=2, default=str)
+        typer.echo(redact(text, env_secrets(os.environ)))
         return
     from rich.table import Table
     from rich.text import Text
@@ -148,7 +168,7 @@ def print_report(report: Report, as_json: bool, verbose: bool) -> None:
     grid.add_column()
 
     def row(label: str, value: str) -> None:
-        grid.add_row(label, Text(value))  # plain text: subjects and addresses are never markup
+        grid.add_row(label, Text(printable(value)))  # subjects and addresses are never markup
 
     kind = (
         "dry run"
@@ -195,8 +215,10 @@ def print_report(report: Report, as_json: bool, verbose: bool) -> None:
     if verbose:
         for skipped in report.skipped_rows:
             out.print(
-                f"  line {skipped.line}: {skipped.email or '(empty)'}: "
-                f"{skipped.reason.value}: {skipped.detail}",
+                printable(
+                    f"  line {skipped.line}: {skipped.email or '(empty)'}: "
+                    f"{skipped.reason.value}: {skipped.detail}"
+                ),
                 markup=False,
             )
     err = console(stderr=True)

@@ -28,6 +28,7 @@ from newsletter.config import Config
 from newsletter.content.personalise import Filler, html_values, slot_values
 from newsletter.content.render import Rendered
 from newsletter.errors import NewsletterError
+from newsletter.lists.addresses import address_key
 from newsletter.lists.tokens import Signer, link, signer_from_env
 
 # "\n" line ends (smtplib turns them into CRLF on the wire). ASCII headers are folded only
@@ -275,4 +276,4 @@ def recipient(
         "unsubscribe_url": url,
         "token": token,
     }
-    return Recipient(email.casefold(), email, name, values)
+    return Recipient(address_key(email), email, name, values)

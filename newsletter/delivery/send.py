@@ -8,7 +8,6 @@ issue.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +25,7 @@ from newsletter.delivery.campaign import Campaign, prepare
 from newsletter.delivery.guards import content_findings, sent_under_another_id
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
-from newsletter.delivery.providers import Provider, open_provider
+from newsletter.delivery.providers import Provider, address_refusal, open_provider
 from newsletter.delivery.report import (
     NothingSent,
     Progress,
@@ -43,6 +42,7 @@ from newsletter.errors import (
     SendRefused,
     TemplateError,
 )
+from newsletter.lists.cells import CellWriter
 from newsletter.lists.subscribers import (
     Skipped,
     Subscriber,
@@ -133,7 +133,7 @@ class _SkipLog:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self._tmp.open("w", newline="", encoding="utf-8")
-            self._writer = csv.writer(self._fh)
+            self._writer = CellWriter(self._fh)  # cells from the list: never formulas
             self._writer.writerow(["line", "email", "reason", "detail"])
         except OSError as exc:
             self._tmp.unlink(missing_ok=True)
@@ -302,7 +302,10 @@ def _open_list(
     path: Path, config: Config, options: SendOptions, campaign: Campaign
 ) -> SubscriberStream:
     stream = read_subscribers(
-        path, tags=options.tags, suppressions=suppressions_path(config, options)
+        path,
+        tags=options.tags,
+        suppressions=suppressions_path(config, options),
+        refuse=address_refusal(options.provider),
     )
     missing = campaign.missing_fields(stream.columns)
     if missing:

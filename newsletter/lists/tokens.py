@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from newsletter.errors import ConfigError, NewsletterError
 
 SECRET_ENV = "NEWSLETTER_SECRET"
-#: Used when no secret is set, for the outbox and dry-runs only; never for real mail.
+#: Used when no secret is set, for the outbox and dry-runs only; never for real mail, and
+#: never believed by `newsletter unsubscribe` (it is in the source: anyone can sign with it).
 LOCAL_SECRET = "local-outbox-and-dry-run-only"
 _MAC_BYTES = 16
 

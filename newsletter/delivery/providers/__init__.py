@@ -9,7 +9,7 @@ something). Retrying, backing off and recording are the send loop's job, not the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -41,6 +41,21 @@ class Provider(Protocol):
     def send(self, batch: Sequence[Recipient]) -> Sent: ...
 
     def close(self) -> None: ...
+
+
+#: Why a provider cannot take an address, or None if it can: asked of every row, before
+#: sending and in the dry run, so such a reader is skipped with the reason, not a batch lost.
+Refusal = Callable[[str], str | None]
+
+
+def address_refusal(name: str) -> Refusal | None:
+    """What the provider `name` cannot take, as far as is known before connecting. (Whether
+    an SMTP server takes a non-ASCII local part is known only once it answers EHLO.)"""
+    if name == "sendgrid":
+        from newsletter.delivery.providers.sendgrid import refusal
+
+        return refusal
+    return None
 
 
 def open_provider(name: str, campaign: Campaign, *, sandbox: bool = False) -> Provider:
