@@ -332,8 +332,9 @@ def send(
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
     with _errors():
         from newsletter.delivery.providers import NAMES
-        from newsletter.delivery.send import SendOptions, SendStopped, send_issue, send_test
+        from newsletter.delivery.send import SendOptions, send_issue, send_test
         from newsletter.delivery.send import dry_run as plan
+        from newsletter.errors import SendStopped
 
         config = _config()
         name = provider or config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from newsletter.content import yamldoc
 from newsletter.content.issue import Line, Url
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, ProblemList
 
 CONFIG_NAME = "newsletter.yaml"
 ProviderName = Literal["outbox", "smtp", "sendgrid"]
@@ -200,7 +200,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         )
     try:
         settings = yamldoc.load(path).validate(Settings)
-    except yamldoc.ProblemList as exc:
+    except ProblemList as exc:
         raise ConfigError("\n".join(map(str, exc.problems))) from None
     return Config(
         root=path.parent.resolve(),

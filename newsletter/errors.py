@@ -3,14 +3,21 @@
     NewsletterError                 anything the user can fix; the CLI prints one line
     ├── UsageError                  wrong arguments or a missing file            (exit 2)
     ├── ConfigError                 newsletter.yaml or the environment           (exit 1)
-    ├── IssueError                  an issue file: carries every Problem found   (exit 1)
+    ├── ProblemList                 a YAML file: carries every Problem found     (exit 1)
+    │   └── IssueError              ... and that file is an issue
     ├── TemplateError               a template that is missing or fails          (exit 1)
+    ├── HeaderError                 a header value that would break the message  (exit 1)
     ├── SubscribersError            a subscriber list that cannot be read        (exit 1)
+    ├── TokenError                  an unsubscribe token that is malformed       (exit 1)
+    │   └── ForeignTokenError       ... or not made by this list's secret
     ├── LedgerError                 the ledger, or a send already running        (exit 1)
+    ├── NoSendError                 `status` of an issue the ledger never saw    (exit 1)
+    ├── WouldOverwrite              `init`/`new` found a file where it would write (exit 1)
     └── ProviderError               the provider refused or failed               (exit 3)
         ├── PermanentProviderError  fix something before sending again (400/401/403/413)
         ├── TransientProviderError  worth retrying: 429, 5xx, refused connections
-        └── UnknownOutcomeError     the request left us but no answer came back
+        ├── UnknownOutcomeError     the request left us but no answer came back
+        └── SendStopped             a send stopped part way; carries its Report
 
 Anything else that escapes is a bug and keeps its traceback.
 """
@@ -19,6 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from newsletter.delivery.report import Report
 
 
 class ExitCode(IntEnum):
@@ -59,24 +70,54 @@ class Problem:
         )
 
 
-class IssueError(NewsletterError):
-    """An issue file with one or more problems, all of them reported at once."""
+class ProblemList(NewsletterError):
+    """A YAML file with one or more problems, all of them reported at once.
+
+    A user error like any other, so that one escaping a loader still prints as lines
+    with file:line:field rather than a traceback; loaders re-raise it as the error of
+    the file they read (`IssueError`, or a `ConfigError` for newsletter.yaml).
+    """
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
 
+class IssueError(ProblemList):
+    """An issue file with one or more problems, all of them reported at once."""
+
+
 class TemplateError(NewsletterError):
     pass
+
+
+class HeaderError(NewsletterError):
+    """A header value with a line break (it would end its header early), a control
+    character, or text that cannot be encoded."""
 
 
 class SubscribersError(NewsletterError):
     pass
 
 
+class TokenError(NewsletterError):
+    pass
+
+
+class ForeignTokenError(TokenError):
+    """Well formed, but not made by this list's secret: another list's, or a forgery."""
+
+
 class LedgerError(NewsletterError):
     pass
+
+
+class NoSendError(NewsletterError):
+    """Nothing is recorded for that issue (or no ledger at all)."""
+
+
+class WouldOverwrite(NewsletterError):
+    """A file is already where a new one would go; nothing was written."""
 
 
 class ProviderError(NewsletterError):
@@ -103,3 +144,11 @@ class TransientProviderError(ProviderError):
 
 class UnknownOutcomeError(ProviderError):
     """The request was sent but no answer came: it may or may not have been delivered."""
+
+
+class SendStopped(ProviderError):
+    """The send stopped part way; the report says who got the issue and who did not."""
+
+    def __init__(self, message: str, report: Report) -> None:
+        self.report = report
+        super().__init__(message)

@@ -36,12 +36,12 @@ from newsletter.config import Config, load_config
 from newsletter.content.issue import Issue, load_issue
 from newsletter.content.render import Rendered, render_issue
 from newsletter.delivery.campaign import Campaign
-from newsletter.delivery.message import HeaderError, MessageBuilder, headers_for, recipient
+from newsletter.delivery.message import MessageBuilder, headers_for, recipient
 from newsletter.delivery.providers.sendgrid import PayloadBuilder
-from newsletter.errors import IssueError, SubscribersError
+from newsletter.errors import HeaderError, IssueError, SubscribersError, TokenError
 from newsletter.lists.addresses import validate_address
 from newsletter.lists.subscribers import Skipped, Subscriber, read_subscribers
-from newsletter.lists.tokens import Signer, TokenError
+from newsletter.lists.tokens import Signer
 from tests.servers.sendgrid import Accepted, expand
 from tests.workspace import make_workspace
 

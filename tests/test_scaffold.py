@@ -16,7 +16,7 @@ from newsletter import scaffold
 from newsletter.cli import app
 from newsletter.config import WEEKDAYS, Settings, load_config
 from newsletter.content.issue import load_issue
-from newsletter.errors import UsageError
+from newsletter.errors import UsageError, WouldOverwrite
 from newsletter.scaffold import next_issue_date, slugify
 from tests.workspace import make_workspace
 
@@ -156,7 +156,7 @@ def test_init_removes_what_it_made_if_a_file_appears_meanwhile(
     monkeypatch.setattr(scaffold, "_refuse_existing", lambda paths, hint: None)
     root.mkdir()
     (root / "subscribers.csv").write_text("theirs")
-    with pytest.raises(scaffold.WouldOverwrite, match=r"subscribers\.csv already exists"):
+    with pytest.raises(WouldOverwrite, match=r"subscribers\.csv already exists"):
         scaffold.init_workspace(root)
     assert files_in(root) == {"subscribers.csv": b"theirs"}
     assert sorted(p.name for p in root.iterdir()) == ["subscribers.csv"]

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.delivery.batches import Retries, retry_delay
-from newsletter.delivery.send import Report, SendOptions, SendStopped, send_issue
+from newsletter.delivery.send import Report, SendOptions, send_issue
+from newsletter.errors import SendStopped
 from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.servers.sendgrid import (

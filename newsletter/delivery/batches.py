@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from newsletter.config import redact
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.providers import Provider, Sent
-from newsletter.delivery.report import Progress, Report, SendStopped
+from newsletter.delivery.report import Progress, Report
 from newsletter.errors import (
     NewsletterError,
     PermanentProviderError,
+    SendStopped,
     TransientProviderError,
     UnknownOutcomeError,
 )

@@ -26,11 +26,12 @@ from newsletter.delivery.campaign import Campaign, prepare
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
 from newsletter.delivery.providers import Provider, open_provider
-from newsletter.delivery.report import Progress, Report, SendStopped
+from newsletter.delivery.report import Progress, Report
 from newsletter.errors import (
     ConfigError,
     NewsletterError,
     ProviderError,
+    SendStopped,
     TemplateError,
 )
 from newsletter.lists.subscribers import (
@@ -47,7 +48,6 @@ from newsletter.storage.lock import send_lock
 __all__ = [
     "Report",
     "SendOptions",
-    "SendStopped",
     "dry_run",
     "estimate_rows",
     "send_issue",
@@ -367,10 +367,7 @@ def send_issue(
                 sender.send(batch, total)
             sender.drain(total)
             status = "finished"
-        except SendStopped as exc:
-            report.stopped = redact(str(exc), known_secrets)
-            raise
-        except NewsletterError as exc:
+        except NewsletterError as exc:  # SendStopped too
             report.stopped = redact(str(exc), known_secrets)
             raise
         except KeyboardInterrupt:

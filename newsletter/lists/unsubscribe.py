@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter.config import Config
+from newsletter.errors import ForeignTokenError, TokenError
 from newsletter.lists.subscribers import append_suppressions
-from newsletter.lists.tokens import SECRET_ENV, ForeignTokenError, TokenError, signer_from_env
+from newsletter.lists.tokens import SECRET_ENV, signer_from_env
 
 REASON = "unsubscribe request"
 
