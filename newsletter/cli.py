@@ -331,15 +331,15 @@ def send(
 ) -> None:
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
     with _errors():
-        from newsletter.delivery.providers import NAMES
+        from newsletter.delivery.providers import PROVIDERS
         from newsletter.delivery.send import SendOptions, send_issue, send_test
         from newsletter.delivery.send import dry_run as plan
         from newsletter.errors import SendStopped
 
         config = _config()
         name = provider or config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider
-        if name not in NAMES:
-            raise UsageError(f"--provider {name!r}: choose one of {', '.join(NAMES)}")
+        if name not in PROVIDERS:
+            raise UsageError(f"--provider {name!r}: choose one of {', '.join(PROVIDERS)}")
         options = SendOptions(
             provider=name,
             tags=tuple(tag or ()),

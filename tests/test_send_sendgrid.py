@@ -342,20 +342,24 @@ def test_the_json_text_body_is_the_payload(tmp_path: Path, name: str) -> None:
     import json
 
     from newsletter.delivery.campaign import prepare
-    from newsletter.delivery.providers.sendgrid import PayloadBuilder
+    from newsletter.delivery.providers.base import section
+    from newsletter.delivery.providers.sendgrid import PayloadBuilder, SendGridSettings
+    from tests.sendgrid_payload import payload
 
     ws = workspace(tmp_path / "ws", 0, "sendgrid:\n  asm_group_id: 7\n")
-    campaign = prepare(config(ws, {}), ws / SAMPLE, allow_local_secret=False)
-    builder = PayloadBuilder(campaign, sandbox=True)
+    cfg = config(ws, {})
+    campaign = prepare(cfg, ws / SAMPLE, allow_local_secret=False)
+    settings = section(cfg, "sendgrid", SendGridSettings)
+    builder = PayloadBuilder(campaign.view, settings, sandbox=True)
     batch = [
         campaign.recipient("ann@example.com", name, {"city": 'Oslo "N"'}),
         campaign.recipient("bob@example.org", ""),
     ]
     body = builder.body(batch)
     assert body.isascii()
-    assert json.loads(body) == builder.payload(batch)
+    assert json.loads(body) == payload(builder, batch)
     for part in (batch[:1], batch[1:], []):
-        assert json.loads(builder.body(part)) == builder.payload(part)
+        assert json.loads(builder.body(part)) == payload(builder, part)
 
 
 def test_a_stop_while_a_request_is_out_records_its_answer(

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from newsletter import __version__
-from newsletter.config import Config, redact, secrets, sendgrid_account, smtp_server
+from newsletter.config import Config, redact, secrets
 from newsletter.content.render import PACKAGE_TEMPLATES
 from newsletter.delivery.batches import BatchSender, Retries
 from newsletter.delivery.campaign import Campaign, prepare
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
-from newsletter.delivery.providers import Provider, open_provider
+from newsletter.delivery.providers import PROVIDERS, Provider, open_provider
 from newsletter.delivery.report import Progress, Report
 from newsletter.errors import (
     ConfigError,
@@ -96,10 +96,6 @@ def suppressions_path(config: Config, options: SendOptions) -> Path:
     return options.suppressions or config.suppressions_path
 
 
-def batch_size(config: Config, provider: str) -> int:
-    return config.settings.sendgrid.batch_size if provider == "sendgrid" else 1
-
-
 class _SkipLog:
     """Every skipped row, streamed to a CSV beside the build output, so none goes unseen."""
 
@@ -126,19 +122,22 @@ class _SkipLog:
         return str(self.path)
 
 
+def _sandboxed(options: SendOptions) -> bool:
+    """A validate-only send: asked for, and the provider has such a mode."""
+    return options.sandbox and PROVIDERS[options.provider].sandbox
+
+
 def _readiness(config: Config, provider: str) -> list[str]:
     """What a real send would trip over, said before it is tried."""
     problems = []
-    if provider != "outbox" and not config.env.get(SECRET_ENV):
+    spec = PROVIDERS[provider]
+    if not spec.local and not config.env.get(SECRET_ENV):
         problems.append(
             f"{SECRET_ENV} is not set: a real {provider} send would stop; "
             "set it to a long random value"
         )
     try:
-        if provider == "sendgrid":
-            sendgrid_account(config)
-        elif provider == "smtp":
-            smtp_server(config)
+        spec.ready(config)
     except ConfigError as exc:
         problems.append(str(exc))
     return problems
@@ -163,7 +162,7 @@ def _manifest(
         list_sha256=sha256_file(list_path),
         provider=options.provider,
         tool_version=__version__,
-        dry_run=options.sandbox and options.provider == "sendgrid",
+        dry_run=_sandboxed(options),
     )
 
 
@@ -296,7 +295,7 @@ def dry_run(
         html, text = campaign.rendered.personalise(shown[0].fields)
         report.previews.append(str(write_atomic(out / "index.html", html)))
         report.previews.append(str(write_atomic(out / "index.txt", text)))
-    report.batches = math.ceil(report.to_send / batch_size(config, options.provider))
+    report.batches = math.ceil(report.to_send / PROVIDERS[options.provider].batch_size(config))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -313,20 +312,22 @@ def send_issue(
 ) -> Report:
     """Send the issue to everyone on the list who has not had it; record each outcome."""
     started = time.perf_counter()
-    sandbox = options.sandbox and options.provider == "sendgrid"
+    sandbox = _sandboxed(options)
     if options.sandbox and not sandbox:
+        able = " or ".join(name for name, spec in PROVIDERS.items() if spec.sandbox)
         raise ConfigError(
-            "--sandbox is SendGrid's validation mode; use it with --provider sendgrid"
+            f"--sandbox validates every request and delivers nothing, which {options.provider} "
+            f"cannot do; use it with --provider {able}"
         )
     campaign = prepare(
         config,
         issue_path,
         templates=options.templates,
-        allow_local_secret=options.provider == "outbox",
+        allow_local_secret=PROVIDERS[options.provider].local,
     )
     issue = campaign.issue.id
     report = Report(issue, campaign.subject, options.provider, str(list_path), sandbox=sandbox)
-    if options.provider == "outbox":
+    if PROVIDERS[options.provider].local:
         report.outbox = str(config.outbox_dir)
     known_secrets = secrets(config)
     with send_lock(config.state_dir, issue), Ledger(config.ledger_path) as ledger:
@@ -407,7 +408,7 @@ def send_test(config: Config, issue_path: Path, address: str, options: SendOptio
         config,
         issue_path,
         templates=options.templates,
-        allow_local_secret=options.provider == "outbox",
+        allow_local_secret=PROVIDERS[options.provider].local,
         test=True,
     )
     report = Report(campaign.issue.id, campaign.subject, options.provider, f"test:{email}")
@@ -423,6 +424,6 @@ def send_test(config: Config, issue_path: Path, address: str, options: SendOptio
     report.sent = 1 - len(result.rejected)
     report.rejected = len(result.rejected)
     report.batches = 1
-    if options.provider == "outbox":
+    if PROVIDERS[options.provider].local:
         report.outbox = str(config.outbox_dir)
     return report
