@@ -77,6 +77,7 @@ class BatchSender:
 
     def __init__(
         self,
+        *,
         provider: Provider,
         ledger: Ledger | None,
         send_id: int,

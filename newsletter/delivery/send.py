@@ -349,17 +349,17 @@ def send_issue(
                 max_workers=provider.concurrency, thread_name_prefix="newsletter-send"
             )
             sender = BatchSender(
-                provider,
-                None if sandbox else ledger,
-                send_id,
-                issue,
-                options.retries,
-                report,
-                on_progress,
-                known_secrets,
-                sleep,
-                clock,
-                pool,
+                provider=provider,
+                ledger=None if sandbox else ledger,
+                send_id=send_id,
+                issue=issue,
+                retries=options.retries,
+                report=report,
+                on_progress=on_progress,
+                known_secrets=known_secrets,
+                sleep=sleep,
+                clock=clock,
+                pool=pool,
             )
             total = estimate_rows(list_path)
             recipients = _classify(stream, report, ledger, campaign, options, skip_log)
