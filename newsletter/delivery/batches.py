@@ -10,6 +10,7 @@ Retrying lives here, once, for every provider.
 from __future__ import annotations
 
 import random
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -96,6 +97,10 @@ class BatchSender:
         self.unknown_streak = 0
         self.hard_bounces: list[tuple[str, str]] = []
         self.out: deque[Flight] = deque()  # requests out, oldest first
+        #: The clock's time before which the provider asked for no more requests: a
+        #: Retry-After speaks for the account, whichever batch's answer carried it.
+        self.hold_until = float("-inf")
+        self._hold_lock = threading.Lock()
 
     def send(self, batch: Sequence[Recipient], total: int | None) -> None:
         """Send a batch once there is room: the oldest request out is settled first."""
@@ -114,9 +119,13 @@ class BatchSender:
             self.abandon(self.out.popleft())
 
     def delay(self, flight: Flight, retry_after: float | None) -> float:
+        """The wait before the batch's retry: its own backoff and Retry-After, and any
+        Retry-After another batch has heard since (answers come back in any order)."""
         now = self.clock()
         since = 0.0 if flight.answered is None else now - flight.answered
-        return retry_delay(self.retries, flight.attempt, retry_after, since)
+        with self._hold_lock:
+            held = self.hold_until - now
+        return max(retry_delay(self.retries, flight.attempt, retry_after, since), held)
 
     def start(self, batch: Sequence[Recipient], attempt: int = 1) -> Flight:
         """Record the batch as pending, then send it on the worker thread."""
@@ -131,8 +140,15 @@ class BatchSender:
         """On a worker thread: the request, and when its answer (or error) came."""
         try:
             return self.provider.send(flight.batch)
-        finally:
+        except TransientProviderError as exc:
             flight.answered = self.clock()
+            if exc.retry_after:
+                with self._hold_lock:
+                    self.hold_until = max(self.hold_until, flight.answered + exc.retry_after)
+            raise
+        finally:
+            if flight.answered is None:
+                flight.answered = self.clock()
 
     def settle(self, flight: Flight, total: int | None) -> None:
         """Wait for the batch's answer and record it, retrying what is worth retrying."""
