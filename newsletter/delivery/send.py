@@ -143,7 +143,7 @@ def _readiness(config: Config, provider: str) -> list[str]:
     return problems
 
 
-def _version(config: Config, issue_path: Path, options: SendOptions) -> tuple[str, str]:
+def _content_hashes(config: Config, issue_path: Path, options: SendOptions) -> tuple[str, str]:
     """What readers get, by content: SHA-256 of the issue file and of the templates."""
     templates = options.templates or config.templates_dir or PACKAGE_TEMPLATES
     return sha256_file(issue_path), sha256_tree(templates)
@@ -152,7 +152,7 @@ def _version(config: Config, issue_path: Path, options: SendOptions) -> tuple[st
 def _manifest(
     config: Config, issue_path: Path, list_path: Path, options: SendOptions, campaign: Campaign
 ) -> Manifest:
-    issue_sha256, templates_sha256 = _version(config, issue_path, options)
+    issue_sha256, templates_sha256 = _content_hashes(config, issue_path, options)
     return Manifest(
         issue=campaign.issue.id,
         issue_path=str(issue_path),
@@ -166,10 +166,10 @@ def _manifest(
     )
 
 
-def _changed_since(ledger: Ledger, issue: str, version: tuple[str, str]) -> list[str]:
+def _changed_since(ledger: Ledger, issue: str, hashes: tuple[str, str]) -> list[str]:
     """Earlier sends of the issue that mailed people another version of it: said, not refused,
     since fixing a typo before resuming a stopped send is what an editor would do."""
-    issue_sha256, templates_sha256 = version
+    issue_sha256, templates_sha256 = hashes
     changed: dict[int, tuple[str, str]] = {}
     for record in ledger.sends(issue):
         what = [
@@ -272,8 +272,8 @@ def dry_run(
     out = out or config.build_dir / "preview" / campaign.issue.id
     ledger = Ledger(config.ledger_path) if config.ledger_path.exists() else None
     if ledger:
-        version = _version(config, issue_path, options)
-        report.warnings += _changed_since(ledger, campaign.issue.id, version)
+        hashes = _content_hashes(config, issue_path, options)
+        report.warnings += _changed_since(ledger, campaign.issue.id, hashes)
     skip_log = _SkipLog(config.build_dir / f"{campaign.issue.id}-skipped.csv")
     try:
         with _open_list(list_path, config, options, campaign) as stream:

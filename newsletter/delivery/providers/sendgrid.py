@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from newsletter.config import redact
 from newsletter.content.issue import Line
-from newsletter.content.personalise import escape, slot_values
+from newsletter.content.personalise import Part, escape, slot_values
 from newsletter.delivery.message import list_unsubscribe
 from newsletter.delivery.providers.base import CampaignView, ProviderSpec, Sent, section
 from newsletter.errors import (
@@ -109,7 +109,10 @@ class PayloadBuilder:
         self.campaign = campaign
         self.slots = r.slots
         self.tokens = [
-            (r.slots.token(s.field, s.fallback, "h"), r.slots.token(s.field, s.fallback, "t"))
+            (
+                r.slots.token(s.field, s.fallback, Part.HTML),
+                r.slots.token(s.field, s.fallback, Part.TEXT),
+            )
             for s in r.slots.slots
         ]
         sender: dict[str, str] = {"email": h.from_email}
