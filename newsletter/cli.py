@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -41,11 +42,12 @@ app = typer.Typer(
 )
 
 
-class State:
+@dataclass(frozen=True)
+class Options:
+    """The options given before the command, handed to it as typer's context object
+    (`ctx.obj`) rather than kept in a module-level global."""
+
     config_path: Path | None = None
-
-
-_state = State()
 
 
 @contextmanager
@@ -63,10 +65,11 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
-def _config() -> Config:
+def _config(ctx: typer.Context) -> Config:
     from newsletter.config import load_config
 
-    return load_config(_state.config_path)
+    options = ctx.obj if isinstance(ctx.obj, Options) else Options()
+    return load_config(options.config_path)
 
 
 def _version(value: bool) -> None:
@@ -77,6 +80,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -91,7 +95,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Issues as YAML files, rendered once, sent to every subscriber exactly once."""
-    _state.config_path = config
+    ctx.obj = Options(config_path=config)
 
 
 IssueArg = Annotated[
@@ -134,6 +138,7 @@ def init(
 
 @app.command()
 def new(
+    ctx: typer.Context,
     title: Annotated[str, typer.Argument(help="The issue's title.", show_default=False)],
     date: Annotated[
         datetime | None,
@@ -149,7 +154,7 @@ def new(
     with _errors():
         from newsletter.scaffold import new_issue
 
-        created = new_issue(_config(), title, date=date.date() if date else None)
+        created = new_issue(_config(ctx), title, date=date.date() if date else None)
         console().print(show_path(created.path), markup=False)
         for warning in created.warnings:
             console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
@@ -157,6 +162,7 @@ def new(
 
 @app.command()
 def check(
+    ctx: typer.Context,
     issues: Annotated[list[Path], typer.Argument(help="Issue files to check.")],
     strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
     links: Annotated[
@@ -179,7 +185,7 @@ def check(
         from newsletter.content.render import render_issue
         from newsletter.errors import IssueError
 
-        config = _config()
+        config = _config(ctx)
         out, err = console(), console(stderr=True)
         errors = warnings = 0
         for path in issues:
@@ -224,6 +230,7 @@ def check(
 
 @app.command()
 def render(
+    ctx: typer.Context,
     issue: IssueArg,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder [default: build/].")
@@ -234,7 +241,7 @@ def render(
     with _errors():
         from newsletter.web.preview_files import render_files
 
-        config = _config()
+        config = _config(ctx)
         result = render_files(issue, config, out or config.build_dir, templates)
         say = console()
         for path in (result.html, result.text, result.eml):
@@ -249,6 +256,7 @@ def render(
 
 @app.command()
 def preview(
+    ctx: typer.Context,
     issue: IssueArg,
     open_browser: Annotated[
         bool, typer.Option("--open/--no-open", help="Open it in the browser.")
@@ -270,7 +278,7 @@ def preview(
     with _errors():
         from newsletter.web.preview_files import render_files
 
-        config = _config()
+        config = _config(ctx)
         if serve:
             from newsletter.web.preview_server import serve as serve_preview
 
@@ -297,6 +305,7 @@ def preview(
 
 @app.command()
 def send(
+    ctx: typer.Context,
     issue: IssueArg,
     to: Annotated[
         Path | None, typer.Option("--to", help="The subscriber list (CSV).", show_default=False)
@@ -336,7 +345,7 @@ def send(
         from newsletter.delivery.send import dry_run as plan
         from newsletter.errors import SendStopped
 
-        config = _config()
+        config = _config(ctx)
         name = provider or config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider
         if name not in PROVIDERS:
             raise UsageError(f"--provider {name!r}: choose one of {', '.join(PROVIDERS)}")
@@ -389,6 +398,7 @@ def send(
 
 @app.command()
 def status(
+    ctx: typer.Context,
     issue: Annotated[
         str,
         typer.Argument(
@@ -411,7 +421,7 @@ def status(
 
         from newsletter.delivery import status as ledger_status
 
-        config = _config()
+        config = _config(ctx)
         issue_id = ledger_status.issue_id(issue)
         if show is not None:
             rows = ledger_status.recipients(config, issue_id, show)
@@ -433,6 +443,7 @@ def status(
 
 @app.command()
 def unsubscribe(
+    ctx: typer.Context,
     requests: Annotated[
         list[str],
         typer.Argument(
@@ -445,7 +456,7 @@ def unsubscribe(
     with _errors():
         from newsletter.lists.unsubscribe import unsubscribe as suppress
 
-        config = _config()
+        config = _config(ctx)
         given = [
             line for r in requests for line in (sys.stdin.read().splitlines() if r == "-" else [r])
         ]
@@ -467,6 +478,7 @@ def unsubscribe(
 
 @app.command()
 def archive(
+    ctx: typer.Context,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder [default: site/].")
     ] = None,
@@ -479,7 +491,7 @@ def archive(
     with _errors():
         from newsletter.web.archive import build_archive
 
-        result = build_archive(_config(), out, drafts=drafts, templates=templates)
+        result = build_archive(_config(ctx), out, drafts=drafts, templates=templates)
         say = console()
         pages = len(result.published)
         drafts_note = f", {len(result.drafts)} of them drafts" if result.drafts else ""

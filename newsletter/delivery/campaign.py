@@ -18,6 +18,14 @@ from newsletter.lists.tokens import Signer, signer_from_env
 
 @dataclass
 class Campaign:
+    """One issue, rendered and inlined once, on its way to one list.
+
+    Everything here is the same for every recipient: the config, the rendered parts with
+    their slots, the signer for unsubscribe tokens and the headers. Per recipient, only
+    `recipient()` (the fields and token) and the builder's fill-in are left to do.
+    Providers are given its `view`, not the campaign.
+    """
+
     config: Config
     issue_path: Path
     issue: Issue
