@@ -4,6 +4,10 @@ Every recipient is looked up in the ledger before it is batched, and `batches` r
 every batch as `pending` before its request leaves and as `sent`, `failed` or `unknown`
 after, so a rerun (or a resume after a crash) mails exactly those who have not had the
 issue.
+
+A little over 400 lines: `dry_run`, `send_issue` and `send_test` share the classifying,
+manifest and readiness steps they are made of; the batch loop is `batches`, the providers
+are `providers/`.
 """
 
 from __future__ import annotations

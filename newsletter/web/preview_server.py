@@ -26,6 +26,10 @@ it still shows everything, and a manual reload picks up changes. A problem with 
 a template or the config (any `NewsletterError`) replaces the preview with a readable
 panel, and the next good save brings the preview back; the server keeps running. Anything
 else that goes wrong while rendering is a bug: its traceback shows in the panel.
+
+Over 400 lines on purpose: the server, its watcher thread and its request handler share
+one `Snapshot` and one shutdown sequence (stop polling, wake open connections, close the
+socket) that is easiest to get right when it is read in one place.
 """
 
 from __future__ import annotations
