@@ -3,6 +3,10 @@
 Library modules are imported inside each command so that `newsletter render` never pays
 for the SendGrid client, and errors of ours become one red line and an exit code here,
 in one place.
+
+Over 400 lines on purpose: one short function per command, all of them typer
+declarations and calls, with the one error seam (`_errors`) they share; split by
+command, the seam and the shared options would have to be imported back into each.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -44,11 +49,12 @@ app = typer.Typer(
 )
 
 
-class State:
+@dataclass(frozen=True)
+class Options:
+    """The options given before the command, handed to it as typer's context object
+    (`ctx.obj`) rather than kept in a module-level global."""
+
     config_path: Path | None = None
-
-
-_state = State()
 
 
 @contextmanager
@@ -76,10 +82,11 @@ def _errors(as_json: bool = False) -> Iterator[None]:
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
-def _config() -> Config:
+def _config(ctx: typer.Context) -> Config:
     from newsletter.config import load_config
 
-    return load_config(_state.config_path)
+    options = ctx.obj if isinstance(ctx.obj, Options) else Options()
+    return load_config(options.config_path)
 
 
 def _version(value: bool) -> None:
@@ -90,6 +97,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -104,7 +112,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Issues as YAML files, rendered once, sent to every subscriber exactly once."""
-    _state.config_path = config
+    ctx.obj = Options(config_path=config)
 
 
 IssueArg = Annotated[
@@ -147,6 +155,7 @@ def init(
 
 @app.command()
 def new(
+    ctx: typer.Context,
     title: Annotated[str, typer.Argument(help="The issue's title.", show_default=False)],
     date: Annotated[
         datetime | None,
@@ -162,7 +171,7 @@ def new(
     with _errors():
         from newsletter.scaffold import new_issue
 
-        created = new_issue(_config(), title, date=date.date() if date else None)
+        created = new_issue(_config(ctx), title, date=date.date() if date else None)
         console().print(show_path(created.path), markup=False)
         for warning in created.warnings:
             console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
@@ -170,6 +179,7 @@ def new(
 
 @app.command()
 def check(
+    ctx: typer.Context,
     issues: Annotated[list[Path], typer.Argument(help="Issue files to check.")],
     strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
     links: Annotated[
@@ -192,7 +202,7 @@ def check(
         from newsletter.content.render import render_issue
         from newsletter.errors import IssueError
 
-        config = _config()
+        config = _config(ctx)
         out, err = console(), console(stderr=True)
         errors = warnings = 0
         for path in issues:
@@ -237,6 +247,7 @@ def check(
 
 @app.command()
 def render(
+    ctx: typer.Context,
     issue: IssueArg,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder [default: build/].")
@@ -247,7 +258,7 @@ def render(
     with _errors():
         from newsletter.web.preview_files import render_files
 
-        config = _config()
+        config = _config(ctx)
         result = render_files(issue, config, out or config.build_dir, templates)
         say = console()
         for path in (result.html, result.text, result.eml):
@@ -262,6 +273,7 @@ def render(
 
 @app.command()
 def preview(
+    ctx: typer.Context,
     issue: IssueArg,
     open_browser: Annotated[
         bool, typer.Option("--open/--no-open", help="Open it in the browser.")
@@ -283,7 +295,7 @@ def preview(
     with _errors():
         from newsletter.web.preview_files import render_files
 
-        config = _config()
+        config = _config(ctx)
         if serve:
             from newsletter.web.preview_server import serve as serve_preview
 
@@ -310,6 +322,7 @@ def preview(
 
 @app.command()
 def send(
+    ctx: typer.Context,
     issue: IssueArg,
     to: Annotated[
         Path | None, typer.Option("--to", help="The subscriber list (CSV).", show_default=False)
@@ -356,22 +369,16 @@ def send(
 ) -> None:
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
     with _errors(as_json):
-        from newsletter.delivery.providers import NAMES
-        from newsletter.delivery.report import NothingSent
-        from newsletter.delivery.send import (
-            SendOptions,
-            SendStopped,
-            refuse,
-            send_issue,
-            send_test,
-        )
+        from newsletter.delivery.providers import PROVIDERS
+        from newsletter.delivery.send import SendOptions, refuse, send_issue, send_test
         from newsletter.delivery.send import dry_run as plan
         from newsletter.delivery.stop import stop_on_signals
+        from newsletter.errors import NothingSent, SendStopped
 
-        config = _config()
+        config = _config(ctx)
         name = provider or config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider
-        if name not in NAMES:
-            raise UsageError(f"--provider {name!r}: choose one of {', '.join(NAMES)}")
+        if name not in PROVIDERS:
+            raise UsageError(f"--provider {name!r}: choose one of {', '.join(PROVIDERS)}")
         options = SendOptions(
             provider=name,
             tags=tuple(tag or ()),
@@ -427,7 +434,7 @@ def send(
                 )
         except (SendStopped, NothingSent) as exc:
             if isinstance(exc, SendStopped):
-                exc.report.resume = _resume_command(issue, to, name, options)
+                exc.report.resume = _resume_command(ctx, issue, to, name, options)
             if not as_json:  # with --json, the error's JSON carries the report
                 print_report(exc.report, as_json, verbose)
                 if exc.report.resume:
@@ -436,13 +443,16 @@ def send(
         print_report(report, as_json, verbose)
 
 
-def _resume_command(issue: Path, to: Path, provider: str, options: SendOptions) -> str:
+def _resume_command(
+    ctx: typer.Context, issue: Path, to: Path, provider: str, options: SendOptions
+) -> str:
     """The command that sends to everyone this stopped send did not reach."""
     import shlex
 
     words = ["newsletter"]
-    if _state.config_path is not None:
-        words += ["--config", str(_state.config_path)]
+    given = ctx.obj if isinstance(ctx.obj, Options) else Options()
+    if given.config_path is not None:
+        words += ["--config", str(given.config_path)]
     words += ["send", str(issue), "--to", str(to), "--provider", provider]
     for tag in options.tags:
         words += ["--tag", tag]
@@ -460,6 +470,7 @@ def _resume_command(issue: Path, to: Path, provider: str, options: SendOptions) 
 
 @app.command()
 def backup(
+    ctx: typer.Context,
     dest: Annotated[
         Path,
         typer.Argument(
@@ -473,7 +484,7 @@ def backup(
     with _errors():
         from newsletter.delivery.status import backup_ledger
 
-        config = _config()
+        config = _config(ctx)
         backup_ledger(config, dest)
         console().print(
             f"backed up {show_path(config.ledger_path)} to {show_path(dest)}", markup=False
@@ -482,6 +493,7 @@ def backup(
 
 @app.command()
 def status(
+    ctx: typer.Context,
     issue: Annotated[
         str,
         typer.Argument(
@@ -503,7 +515,7 @@ def status(
         from newsletter.delivery import status as ledger_status
         from newsletter.lists.cells import CellWriter
 
-        config = _config()
+        config = _config(ctx)
         issue_id = ledger_status.issue_id(issue)
         if show is not None:
             rows = ledger_status.recipients(config, issue_id, show)
@@ -532,6 +544,7 @@ def status(
 
 @app.command()
 def unsubscribe(
+    ctx: typer.Context,
     requests: Annotated[
         list[str],
         typer.Argument(
@@ -544,7 +557,7 @@ def unsubscribe(
     with _errors():
         from newsletter.lists.unsubscribe import unsubscribe as suppress
 
-        config = _config()
+        config = _config(ctx)
         given = [
             line for r in requests for line in (sys.stdin.read().splitlines() if r == "-" else [r])
         ]
@@ -566,6 +579,7 @@ def unsubscribe(
 
 @app.command()
 def archive(
+    ctx: typer.Context,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder [default: site/].")
     ] = None,
@@ -578,7 +592,7 @@ def archive(
     with _errors():
         from newsletter.web.archive import build_archive
 
-        result = build_archive(_config(), out, drafts=drafts, templates=templates)
+        result = build_archive(_config(ctx), out, drafts=drafts, templates=templates)
         say = console()
         pages = len(result.published)
         drafts_note = f", {len(result.drafts)} of them drafts" if result.drafts else ""

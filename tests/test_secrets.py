@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.cli import app
-from newsletter.config import redact, smtp_server
+from newsletter.config import redact
+from newsletter.delivery.providers.smtp import smtp_server
 from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.errors import ConfigError
 from newsletter.storage.ledger import Ledger

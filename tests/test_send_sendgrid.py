@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.delivery.batches import Retries, retry_delay
-from newsletter.delivery.send import Report, SendOptions, SendStopped, send_issue
+from newsletter.delivery.send import Report, SendOptions, send_issue
+from newsletter.errors import SendStopped
 from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.servers.sendgrid import (
@@ -116,12 +117,29 @@ def test_sandbox_validates_and_delivers_nothing(
 def test_rate_limits_and_server_errors_are_retried_honouring_retry_after(
     tmp_path: Path, sendgrid_server: SendGridServer
 ) -> None:
+    """Three batches out at once get a 429 (Retry-After: 7), a 500 and a 503 in whatever
+    order their requests reach the server; the retries are settled in batch order. In every
+    order the 7 s are waited exactly once: by whichever retry first knows of the 429, and
+    counted from that answer, so no later retry waits them again."""
     ws = workspace(tmp_path / "ws", 30, "sendgrid:\n  batch_size: 10\n")
     sendgrid_server.inject(status(429, retry_after=7), status(500), status(503))
+    now = [1000.0]  # a clock that moves only when the send sleeps
     waits: list[float] = []
-    report = sg_send(ws, sendgrid_server, **FAST, sleep=waits.append)
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    report = send_issue(
+        config(ws, sg_env(sendgrid_server)),
+        ws / SAMPLE,
+        ws / "list.csv",
+        SendOptions(provider="sendgrid", **FAST),
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
     assert report.sent == 30 and report.retries == 3
-    assert 6.5 < waits[0] <= 7  # Retry-After honoured, counted from the answer
+    assert sorted(waits) == [0.0, 0.0, 7.0]
     assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(30)}
 
 
@@ -340,20 +358,24 @@ def test_the_json_text_body_is_the_payload(tmp_path: Path, name: str) -> None:
     import json
 
     from newsletter.delivery.campaign import prepare
-    from newsletter.delivery.providers.sendgrid import PayloadBuilder
+    from newsletter.delivery.providers.base import section
+    from newsletter.delivery.providers.sendgrid import PayloadBuilder, SendGridSettings
+    from tests.sendgrid_payload import payload
 
     ws = workspace(tmp_path / "ws", 0, "sendgrid:\n  asm_group_id: 7\n")
-    campaign = prepare(config(ws, {}), ws / SAMPLE, allow_local_secret=False)
-    builder = PayloadBuilder(campaign, sandbox=True)
+    cfg = config(ws, {})
+    campaign = prepare(cfg, ws / SAMPLE, allow_local_secret=False)
+    settings = section(cfg, "sendgrid", SendGridSettings)
+    builder = PayloadBuilder(campaign.view, settings, sandbox=True)
     batch = [
         campaign.recipient("ann@example.com", name, {"city": 'Oslo "N"'}),
         campaign.recipient("bob@example.org", ""),
     ]
     body = builder.body(batch)
     assert body.isascii()
-    assert json.loads(body) == builder.payload(batch)
+    assert json.loads(body) == payload(builder, batch)
     for part in (batch[:1], batch[1:], []):
-        assert json.loads(builder.body(part)) == builder.payload(part)
+        assert json.loads(builder.body(part)) == payload(builder, part)
 
 
 def test_a_stop_while_a_request_is_out_records_its_answer(

@@ -124,9 +124,9 @@ def test_a_stop_waits_for_answers_only_a_bounded_time(
 ) -> None:
     """Answers that do not come within the grace are recorded `unknown`, not waited for."""
     from newsletter.config import load_config
-    from newsletter.delivery.report import SendInterrupted
     from newsletter.delivery.send import SendOptions, send_issue
     from newsletter.delivery.stop import StopRequest
+    from newsletter.errors import SendInterrupted
 
     ws = workspace(tmp_path / "ws", 10, "sendgrid:\n  batch_size: 5\n")
     sendgrid_server.inject(slow(2.0), slow(2.0))

@@ -137,7 +137,7 @@ def test_a_400_that_names_no_personalization_still_stops_the_batch(
 ) -> None:
     import pytest
 
-    from newsletter.delivery.report import SendStopped
+    from newsletter.errors import SendStopped
 
     ws = workspace(tmp_path / "ws", 0)
     sendgrid_server.inject(status(400, message="The from address is invalid.", field="from.email"))

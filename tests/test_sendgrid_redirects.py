@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import sendgrid_account
-from newsletter.delivery.report import SendStopped
+from newsletter.delivery.providers.sendgrid import sendgrid_account
 from newsletter.delivery.send import SendOptions, send_issue
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, SendStopped
 from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, config, workspace
 from tests.servers.sendgrid import SendGridServer, redirect

@@ -10,6 +10,7 @@ Retrying lives here, once, for every provider.
 from __future__ import annotations
 
 import random
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,10 +20,11 @@ from dataclasses import dataclass, field
 from newsletter.config import redact
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.providers import Provider, Sent
-from newsletter.delivery.report import Progress, Report, SendStopped
+from newsletter.delivery.report import Progress, Report
 from newsletter.errors import (
     NewsletterError,
     PermanentProviderError,
+    SendStopped,
     TransientProviderError,
     UnknownOutcomeError,
 )
@@ -77,6 +79,7 @@ class BatchSender:
 
     def __init__(
         self,
+        *,
         provider: Provider,
         ledger: Ledger | None,
         send_id: int,
@@ -88,7 +91,6 @@ class BatchSender:
         sleep: Callable[[float], None],
         clock: Callable[[], float],
         pool: ThreadPoolExecutor,
-        *,
         check_stop: Callable[[], None] = lambda: None,
         stop_deadline: Callable[[], float | None] | None = None,
     ) -> None:
@@ -105,6 +107,10 @@ class BatchSender:
         self.stop_deadline = stop_deadline
         #: Whether abandon_all gave up waiting for an answer (its thread is still out).
         self.gave_up = False
+        #: The clock's time before which the provider asked for no more requests: a
+        #: Retry-After speaks for the account, whichever batch's answer carried it.
+        self.hold_until = float("-inf")
+        self._hold_lock = threading.Lock()
 
     def send(self, batch: Sequence[Recipient], total: int | None) -> None:
         """Send a batch once there is room: the oldest request out is settled first."""
@@ -129,9 +135,13 @@ class BatchSender:
             self.abandon(self.out.popleft(), left)
 
     def delay(self, flight: Flight, retry_after: float | None) -> float:
+        """The wait before the batch's retry: its own backoff and Retry-After, and any
+        Retry-After another batch has heard since (answers come back in any order)."""
         now = self.clock()
         since = 0.0 if flight.answered is None else now - flight.answered
-        return retry_delay(self.retries, flight.attempt, retry_after, since)
+        with self._hold_lock:
+            held = self.hold_until - now
+        return max(retry_delay(self.retries, flight.attempt, retry_after, since), held)
 
     def start(self, batch: Sequence[Recipient], attempt: int = 1) -> Flight:
         """Record the batch as pending, then send it on the worker thread."""
@@ -146,8 +156,15 @@ class BatchSender:
         """On a worker thread: the request, and when its answer (or error) came."""
         try:
             return self.provider.send(flight.batch)
-        finally:
+        except TransientProviderError as exc:
             flight.answered = self.clock()
+            if exc.retry_after:
+                with self._hold_lock:
+                    self.hold_until = max(self.hold_until, flight.answered + exc.retry_after)
+            raise
+        finally:
+            if flight.answered is None:
+                flight.answered = self.clock()
 
     def settle(self, flight: Flight, total: int | None) -> None:
         """Wait for the batch's answer and record it, retrying what is worth retrying."""

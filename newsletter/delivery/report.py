@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from newsletter.errors import ExitCode, NewsletterError, ProviderError
 from newsletter.lists.subscribers import Skipped
 
 #: Skipped rows kept in memory for the report; all of them go to the skipped-rows CSV.
@@ -20,32 +19,6 @@ SKIPPED_SHOWN = 1000
 
 #: Told (done, total or None) as a send or a check goes along.
 Progress = Callable[[int, int | None], None]
-
-
-class SendStopped(ProviderError):
-    """The send stopped part way; the report says who got the issue and who did not."""
-
-    def __init__(self, message: str, report: Report) -> None:
-        self.report = report
-        super().__init__(message)
-
-
-class SendInterrupted(SendStopped):
-    """Ctrl-C or SIGTERM: no new batch was taken and the requests out were settled."""
-
-    def __init__(self, message: str, report: Report, exit_code: ExitCode) -> None:
-        super().__init__(message, report)
-        self.exit_code = exit_code
-
-
-class NothingSent(NewsletterError):
-    """The send ended without mailing anyone; the report says why (skipped, unknown...)."""
-
-    exit_code = ExitCode.NOTHING_SENT
-
-    def __init__(self, message: str, report: Report) -> None:
-        self.report = report
-        super().__init__(message)
 
 
 @dataclass

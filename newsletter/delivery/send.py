@@ -4,6 +4,10 @@ Every recipient is looked up in the ledger before it is batched, and `batches` r
 every batch as `pending` before its request leaves and as `sent`, `failed` or `unknown`
 after, so a rerun (or a resume after a crash) mails exactly those who have not had the
 issue.
+
+A little over 400 lines: `dry_run`, `send_issue` and `send_test` share the classifying,
+manifest and readiness steps they are made of; the batch loop is `batches`, the providers
+are `providers/`.
 """
 
 from __future__ import annotations
@@ -18,28 +22,25 @@ from pathlib import Path
 from typing import TypeVar
 
 from newsletter import __version__
-from newsletter.config import Config, redact, secrets, sendgrid_account, smtp_server
+from newsletter.config import Config, redact, secrets
 from newsletter.content.render import PACKAGE_TEMPLATES
 from newsletter.delivery.batches import BatchSender, Retries
 from newsletter.delivery.campaign import Campaign, prepare
 from newsletter.delivery.guards import content_findings, sent_under_another_id
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
-from newsletter.delivery.providers import Provider, address_refusal, open_provider
-from newsletter.delivery.report import (
-    NothingSent,
-    Progress,
-    Report,
-    SendInterrupted,
-    SendStopped,
-)
+from newsletter.delivery.providers import PROVIDERS, Provider, address_refusal, open_provider
+from newsletter.delivery.report import Progress, Report
 from newsletter.delivery.stop import GRACE_SECONDS, StopRequest
 from newsletter.errors import (
     ConfigError,
     NewsletterError,
+    NothingSent,
     OutputError,
     ProviderError,
+    SendInterrupted,
     SendRefused,
+    SendStopped,
     TemplateError,
 )
 from newsletter.lists.cells import CellWriter
@@ -63,7 +64,6 @@ from newsletter.storage.lock import send_lock
 __all__ = [
     "Report",
     "SendOptions",
-    "SendStopped",
     "dry_run",
     "estimate_rows",
     "send_issue",
@@ -116,10 +116,6 @@ def estimate_rows(path: Path) -> int | None:
 
 def suppressions_path(config: Config, options: SendOptions) -> Path:
     return options.suppressions or config.suppressions_path
-
-
-def batch_size(config: Config, provider: str) -> int:
-    return config.settings.sendgrid.batch_size if provider == "sendgrid" else 1
 
 
 class _SkipLog:
@@ -175,25 +171,28 @@ class _SkipLog:
         return str(self.path)
 
 
+def _sandboxed(options: SendOptions) -> bool:
+    """A validate-only send: asked for, and the provider has such a mode."""
+    return options.sandbox and PROVIDERS[options.provider].sandbox
+
+
 def _readiness(config: Config, provider: str) -> list[str]:
     """What a real send would trip over, said before it is tried."""
     problems = []
-    if provider != "outbox" and not config.env.get(SECRET_ENV):
+    spec = PROVIDERS[provider]
+    if not spec.local and not config.env.get(SECRET_ENV):
         problems.append(
             f"{SECRET_ENV} is not set: a real {provider} send would stop; "
             "set it to a long random value"
         )
     try:
-        if provider == "sendgrid":
-            sendgrid_account(config)
-        elif provider == "smtp":
-            smtp_server(config)
+        spec.ready(config)
     except ConfigError as exc:
         problems.append(str(exc))
     return problems
 
 
-def _version(config: Config, issue_path: Path, options: SendOptions) -> tuple[str, str]:
+def _content_hashes(config: Config, issue_path: Path, options: SendOptions) -> tuple[str, str]:
     """What readers get, by content: SHA-256 of the issue file and of the templates."""
     templates = options.templates or config.templates_dir or PACKAGE_TEMPLATES
     return sha256_file(issue_path), sha256_tree(templates)
@@ -202,7 +201,7 @@ def _version(config: Config, issue_path: Path, options: SendOptions) -> tuple[st
 def _manifest(
     config: Config, issue_path: Path, list_path: Path, options: SendOptions, campaign: Campaign
 ) -> Manifest:
-    issue_sha256, templates_sha256 = _version(config, issue_path, options)
+    issue_sha256, templates_sha256 = _content_hashes(config, issue_path, options)
     return Manifest(
         issue=campaign.issue.id,
         issue_path=str(issue_path),
@@ -212,7 +211,7 @@ def _manifest(
         list_sha256=sha256_file(list_path),
         provider=options.provider,
         tool_version=__version__,
-        dry_run=options.sandbox and options.provider == "sendgrid",
+        dry_run=_sandboxed(options),
         title=campaign.issue.title,
         date=str(campaign.issue.date),
     )
@@ -406,7 +405,7 @@ def dry_run(
     out = out or config.build_dir / "preview" / campaign.issue.id
     ledger = Ledger(config.ledger_path) if config.ledger_path.exists() else None
     try:
-        version = _version(config, issue_path, options) if ledger else None
+        version = _content_hashes(config, issue_path, options) if ledger else None
         _findings(report, ledger, campaign, version, options)
         bounced = _bounced(ledger)
         skip_log = _SkipLog(config.build_dir / f"{campaign.issue.id}-skipped.csv")
@@ -433,7 +432,7 @@ def dry_run(
         html, text = campaign.rendered.personalise(shown[0].fields)
         report.previews.append(str(write_atomic(out / "index.html", html)))
         report.previews.append(str(write_atomic(out / "index.txt", text)))
-    report.batches = math.ceil(report.to_send / batch_size(config, options.provider))
+    report.batches = math.ceil(report.to_send / PROVIDERS[options.provider].batch_size(config))
     if nobody := _nobody_mailed(report, list_path, options):
         report.warnings.append(nobody)
     report.seconds = time.perf_counter() - started
@@ -504,20 +503,22 @@ def send_issue(
     SendInterrupted if `stop` was requested (no new batch; the requests out are settled).
     """
     started = time.perf_counter()
-    sandbox = options.sandbox and options.provider == "sendgrid"
+    sandbox = _sandboxed(options)
     if options.sandbox and not sandbox:
+        able = " or ".join(name for name, spec in PROVIDERS.items() if spec.sandbox)
         raise ConfigError(
-            "--sandbox is SendGrid's validation mode; use it with --provider sendgrid"
+            f"--sandbox validates every request and delivers nothing, which {options.provider} "
+            f"cannot do; use it with --provider {able}"
         )
     campaign = prepare(
         config,
         issue_path,
         templates=options.templates,
-        allow_local_secret=options.provider == "outbox",
+        allow_local_secret=PROVIDERS[options.provider].local,
     )
     issue = campaign.issue.id
     report = Report(issue, campaign.subject, options.provider, str(list_path), sandbox=sandbox)
-    if options.provider == "outbox":
+    if PROVIDERS[options.provider].local:
         report.outbox = str(config.outbox_dir)
     known_secrets = secrets(config)
     if stop is not None and sleep is time.sleep:
@@ -569,17 +570,17 @@ def send_issue(
                 max_workers=provider.concurrency, thread_name_prefix="newsletter-send"
             )
             sender = BatchSender(
-                provider,
-                None if sandbox else ledger,
-                send_id,
-                issue,
-                options.retries,
-                report,
-                on_progress,
-                known_secrets,
-                sleep,
-                clock,
-                pool,
+                provider=provider,
+                ledger=None if sandbox else ledger,
+                send_id=send_id,
+                issue=issue,
+                retries=options.retries,
+                report=report,
+                on_progress=on_progress,
+                known_secrets=known_secrets,
+                sleep=sleep,
+                clock=clock,
+                pool=pool,
                 check_stop=check_stop,
                 stop_deadline=stop_deadline if stop is not None else None,
             )
@@ -593,10 +594,7 @@ def send_issue(
                 sender.send(batch, total)
             check_stop()
             sender.drain(total)
-        except SendStopped as exc:
-            report.stopped = redact(str(exc), known_secrets)
-            error = exc
-        except NewsletterError as exc:
+        except NewsletterError as exc:  # SendStopped too
             report.stopped = redact(str(exc), known_secrets)
             error = exc
         except KeyboardInterrupt as exc:
@@ -659,7 +657,7 @@ def send_test(config: Config, issue_path: Path, address: str, options: SendOptio
         config,
         issue_path,
         templates=options.templates,
-        allow_local_secret=options.provider == "outbox",
+        allow_local_secret=PROVIDERS[options.provider].local,
         test=True,
     )
     report = Report(campaign.issue.id, campaign.subject, options.provider, f"test:{email}")
@@ -675,6 +673,6 @@ def send_test(config: Config, issue_path: Path, address: str, options: SendOptio
     report.sent = 1 - len(result.rejected)
     report.rejected = len(result.rejected)
     report.batches = 1
-    if options.provider == "outbox":
+    if PROVIDERS[options.provider].local:
         report.outbox = str(config.outbox_dir)
     return report

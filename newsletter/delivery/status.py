@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from newsletter.config import Config
-from newsletter.errors import NewsletterError, UsageError
+from newsletter.errors import NoSendError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
 
 #: The order a person reads the states in: delivered first, then what needs a decision.
 ORDER = ("sent", "unknown", "pending", "failed", "rejected")
-
-
-class NoSendError(NewsletterError):
-    """Nothing is recorded for that issue (or no ledger at all)."""
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter.config import Config
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, TokenError
 from newsletter.lists.addresses import address_key, validate_address
 from newsletter.lists.subscribers import append_suppressions
-from newsletter.lists.tokens import SECRET_ENV, Signer, TokenError
+from newsletter.lists.tokens import SECRET_ENV, Signer
 
 REASON = "unsubscribe request"
 

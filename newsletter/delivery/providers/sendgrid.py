@@ -15,23 +15,30 @@ never followed (urllib's would re-send the Authorization header to wherever it p
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import http.client
 import json
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from email.message import Message
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from newsletter import __version__
-from newsletter.config import redact, secrets, sendgrid_account
-from newsletter.content.personalise import escape, html_values, slot_values
+from newsletter.config import env_secret, is_loopback, redact
+from newsletter.content.issue import Line
+from newsletter.content.personalise import Part, escape, slot_values
 from newsletter.delivery.message import list_unsubscribe
-from newsletter.delivery.providers import Sent
+from newsletter.delivery.providers.base import CampaignView, ProviderSpec, Sent, section
 from newsletter.errors import (
+    ConfigError,
     PermanentProviderError,
     TransientProviderError,
     UnknownOutcomeError,
@@ -39,8 +46,64 @@ from newsletter.errors import (
 from newsletter.lists.addresses import ascii_domain, needs_smtputf8
 
 if TYPE_CHECKING:
-    from newsletter.delivery.campaign import Campaign
+    from newsletter.config import Config
     from newsletter.delivery.message import Recipient
+
+
+class SendGridSettings(BaseModel):
+    """`sendgrid:` in newsletter.yaml; the API key comes from SENDGRID_API_KEY only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    category: Line = "newsletter"
+    asm_group_id: int | None = None
+    batch_size: int = Field(default=1000, ge=1, le=1000)
+    #: Requests out at once: the API takes 100-300 ms to answer each one.
+    concurrent_requests: int = Field(default=4, ge=1, le=16)
+
+
+DEFAULT_SENDGRID_HOST = "https://api.sendgrid.com"
+
+
+@dataclass(frozen=True)
+class SendGridAccount:
+    api_key: str = dataclasses.field(repr=False)
+    host: str
+    settings: SendGridSettings
+
+
+def sendgrid_account(config: Config) -> SendGridAccount:
+    key = env_secret(config.env, "SENDGRID_API_KEY")
+    if not key:
+        raise ConfigError(
+            "SENDGRID_API_KEY is not set; create a key with the Mail Send permission in "
+            "SendGrid (Settings > API Keys) and export it, or use --provider outbox"
+        )
+    host = config.env.get("SENDGRID_API_HOST", "").strip() or DEFAULT_SENDGRID_HOST
+    if not host.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"SENDGRID_API_HOST is {host!r}; give a URL such as {DEFAULT_SENDGRID_HOST}"
+        )
+    if host.startswith("http://") and not is_loopback(urllib.parse.urlsplit(host).hostname):
+        raise ConfigError(
+            f"SENDGRID_API_HOST is {host!r}: plain http:// would send the API key unencrypted; "
+            f"use an https:// URL such as {DEFAULT_SENDGRID_HOST} (http:// is only for a test "
+            "server on this machine)"
+        )
+    settings = section(config, "sendgrid", SendGridSettings)
+    return SendGridAccount(api_key=key, host=host.rstrip("/"), settings=settings)
+
+
+PROVIDER = ProviderSpec(
+    name="sendgrid",
+    ready=sendgrid_account,
+    open=lambda campaign, account, sandbox: SendGridProvider(campaign, account, sandbox=sandbox),
+    settings=SendGridSettings,
+    secret_names=("SENDGRID_API_KEY",),
+    batch_size=lambda config: section(config, "sendgrid", SendGridSettings).batch_size,
+    sandbox=True,
+    refusal=lambda address: refusal(address),
+)
 
 TIMEOUT = 60.0
 SEND_PATH = "/v3/mail/send"
@@ -81,12 +144,17 @@ def refusal(address: str) -> str | None:
 class PayloadBuilder:
     """The parts of every request that are the same, built once per campaign."""
 
-    def __init__(self, campaign: Campaign, *, sandbox: bool = False) -> None:
-        c, h, r = campaign.config, campaign.headers, campaign.rendered
+    def __init__(
+        self, campaign: CampaignView, settings: SendGridSettings, *, sandbox: bool = False
+    ) -> None:
+        h, r = campaign.headers, campaign.rendered
         self.campaign = campaign
         self.slots = r.slots
         self.tokens = [
-            (r.slots.token(s.field, s.fallback, "h"), r.slots.token(s.field, s.fallback, "t"))
+            (
+                r.slots.token(s.field, s.fallback, Part.HTML),
+                r.slots.token(s.field, s.fallback, Part.TEXT),
+            )
             for s in r.slots.slots
         ]
         sender: dict[str, str] = {"email": ascii_domain(h.from_email)}
@@ -100,49 +168,19 @@ class PayloadBuilder:
                 {"type": "text/html", "value": r.html},
             ],
             "headers": {"List-Id": f"{h.list_name} <{h.list_id}>"},
-            "categories": [c.settings.sendgrid.category],
-            "custom_args": {"issue": campaign.issue.id, "list": h.list_id},
+            "categories": [settings.category],
+            "custom_args": {"issue": campaign.issue_id, "list": h.list_id},
         }
         if h.reply_to:
             base["reply_to"] = {"email": ascii_domain(h.reply_to)}
-        if c.settings.sendgrid.asm_group_id is not None:
-            base["asm"] = {"group_id": c.settings.sendgrid.asm_group_id}
+        if settings.asm_group_id is not None:
+            base["asm"] = {"group_id": settings.asm_group_id}
         if sandbox:
             base["mail_settings"] = {"sandbox_mode": {"enable": True}}
         self.base = base
         self.unsubscribe_mailto = h.unsubscribe_mailto
         self._json_tokens = [(_json(h_), _json(t_)) for h_, t_ in self.tokens]
         self._frame: tuple[str, str] | None = None
-
-    def personalization(self, recipient: Recipient) -> dict[str, Any]:
-        raw = slot_values(self.slots, recipient.fields)
-        escaped = html_values(raw)
-        substitutions = {}
-        for (html_token, text_token), value, safe in zip(self.tokens, raw, escaped, strict=True):
-            substitutions[html_token] = safe
-            substitutions[text_token] = value
-        to = {"email": ascii_domain(recipient.email)}
-        if recipient.name:
-            to["name"] = safe_name(recipient.name)
-        item: dict[str, Any] = {"to": [to], "substitutions": substitutions}
-        unsubscribe = list_unsubscribe(
-            recipient.unsubscribe_url,
-            self.unsubscribe_mailto,
-            recipient.fields.get("token", ""),
-            fold=False,
-        )
-        if unsubscribe:
-            headers = {"List-Unsubscribe": unsubscribe}
-            if "<https://" in unsubscribe:
-                headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-            item["headers"] = headers
-        return item
-
-    def payload(self, batch: Sequence[Recipient]) -> dict[str, Any]:
-        """The request as a dict: the reference that `body` must equal once parsed."""
-        payload = dict(self.base)
-        payload["personalizations"] = [self.personalization(r) for r in batch]
-        return payload
 
     def body(self, batch: Sequence[Recipient]) -> str:
         """The request as JSON text, the shared part encoded once per campaign.
@@ -280,14 +318,15 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class SendGridProvider:
     name = "sendgrid"
 
-    def __init__(self, campaign: Campaign, *, sandbox: bool = False) -> None:
-        account = sendgrid_account(campaign.config)
+    def __init__(
+        self, campaign: CampaignView, account: SendGridAccount, *, sandbox: bool = False
+    ) -> None:
         self.host = account.host
         self.sandbox = sandbox
-        self.batch_size = campaign.config.settings.sendgrid.batch_size
-        self.concurrency = campaign.config.settings.sendgrid.concurrent_requests
-        self.payloads = PayloadBuilder(campaign, sandbox=sandbox)
-        self._secrets = secrets(campaign.config)
+        self.batch_size = account.settings.batch_size
+        self.concurrency = account.settings.concurrent_requests
+        self.payloads = PayloadBuilder(campaign, account.settings, sandbox=sandbox)
+        self._secrets = campaign.secrets
         self._url = account.host + SEND_PATH
         self._headers = {
             "Authorization": f"Bearer {account.api_key}",
