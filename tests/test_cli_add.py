@@ -20,7 +20,9 @@ from newsletter.cli import app
 from newsletter.config import load_config
 from newsletter.content.issue import load_issue
 from newsletter.scaffold import next_issue_date
+from tests.sending import SECRET
 from tests.servers.pages import PageServer
+from tests.servers.smtp import SMTPServer
 from tests.workspace import make_workspace, write_issue
 
 runner = CliRunner()
@@ -358,7 +360,10 @@ def test_feeds_with_nothing_new_start_no_issue(ws: Path, pages: PageServer) -> N
     assert [p.name for p in (ws / "issues").iterdir()] == ["2025-08-01-north-korea.yaml"]
 
 
-def test_feeds_default_to_entries_since_the_last_sent_issue(ws: Path, pages: PageServer) -> None:
+def test_feeds_default_to_entries_since_the_last_sent_issue(
+    ws: Path, pages: PageServer, smtp_server: SMTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sent means a reader received it: an outbox rehearsal does not move the day."""
     sent_on = dt.date.today() - dt.timedelta(days=3)
     write_issue(
         ws,
@@ -366,11 +371,24 @@ def test_feeds_default_to_entries_since_the_last_sent_issue(ws: Path, pages: Pag
         "title: Last week\narticles:\n  - headline: Old news\n    summary: Old.\n"
         "    url: https://news.example.net/old\n",
     )
-    result = runner.invoke(
-        app,
-        ["send", f"issues/{sent_on}-last-week.yaml", "--to", "subscribers.example.csv", "--yes"],
-    )
+    for name, value in {
+        "NEWSLETTER_SECRET": SECRET,
+        "SMTP_HOST": smtp_server.host,
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_SECURITY": "none",
+    }.items():
+        monkeypatch.setenv(name, value)
+    send = ["send", f"issues/{sent_on}-last-week.yaml", "--to", "subscribers.example.csv", "--yes"]
+    result = runner.invoke(app, send)  # the outbox: a rehearsal
     assert result.exit_code == 0, result.output
+    scratch = write_issue(ws, "2025-01-03-scratch.yaml", HAND_WRITTEN)
+    code, output = add("--from-feed", pages.url("/feeds/rss.xml"), "--issue", str(scratch))
+    assert output.startswith(f"feed entries since {dt.date.today() - dt.timedelta(days=7)}\n")
+    scratch.unlink()
+
+    result = runner.invoke(app, [*send, "--provider", "smtp"])
+    assert result.exit_code == 0, result.output
+    assert smtp_server.messages
     code, output = add("--from-feed", pages.url("/feeds/rss.xml"))
     assert code == 0, output
     assert output.startswith(f"feed entries since {sent_on}\n")
