@@ -497,6 +497,55 @@ def archive(
             console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
+# --- after the send: bounces, complaints, provider suppressions ------------------------------
+
+
+@app.command()
+def bounces(
+    mailbox: Annotated[
+        str,
+        typer.Argument(
+            help="The bounce mailbox: a Maildir folder, an mbox file, or "
+            "imaps://USER@HOST[:PORT]/FOLDER (password in NEWSLETTER_IMAP_PASSWORD).",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Read returned mail: suppress hard bounces and complaints, count soft bounces."""
+    with _errors():
+        from newsletter.lists.aftermath import REASONS, read_bounces
+        from newsletter.lists.mailboxes import open_mailbox
+        from newsletter.lists.suppressions import open_sink
+        from newsletter.storage.bounces import open_state
+
+        config = _config()
+        box = open_mailbox(mailbox, config.env)
+        try:
+            with open_state(config.state_dir) as state:
+                report = read_bounces(config, box, sink=open_sink(config), state=state)
+        finally:
+            box.close()
+        out = console()
+        for email, kind, issue in report.suppressed:
+            where = f" ({issue})" if issue else ""
+            out.print(f"  {email}: {REASONS[kind]}{where}", markup=False, highlight=False)
+        limit = config.settings.bounces.soft_limit
+        for email, streak in report.counted:
+            out.print(f"  {email}: soft bounce, {streak} of {limit} in a row", markup=False)
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kinds.items())) or "nothing new"
+        out.print(
+            f"{report.read} read ({kinds}): {len(report.suppressed)} suppressed, "
+            f"{len(report.counted)} soft bounces counted"
+            + (f"; {report.already_processed} done before" if report.already_processed else ""),
+            markup=False,
+        )
+        if report.nameless:
+            console(stderr=True).print(
+                f"[yellow]warning:[/yellow] {report.nameless} failures name no recipient; "
+                "turn on bounces.verp so returned mail always says who it was for"
+            )
+
+
 def main() -> None:
     app()
 

@@ -7,6 +7,7 @@
     ├── TemplateError               a template that is missing or fails          (exit 1)
     ├── SubscribersError            a subscriber list that cannot be read        (exit 1)
     ├── LedgerError                 the ledger, or a send already running        (exit 1)
+    ├── MailboxError                a bounce mailbox that cannot be read         (exit 1)
     └── ProviderError               the provider refused or failed               (exit 3)
         ├── PermanentProviderError  fix something before sending again (400/401/403/413)
         ├── TransientProviderError  worth retrying: 429, 5xx, refused connections
@@ -77,6 +78,10 @@ class SubscribersError(NewsletterError):
 
 class LedgerError(NewsletterError):
     pass
+
+
+class MailboxError(NewsletterError):
+    """A bounce mailbox (Maildir, mbox, IMAP) that is missing, refused us, or went away."""
 
 
 class ProviderError(NewsletterError):
