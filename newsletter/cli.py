@@ -546,6 +546,54 @@ def bounces(
             )
 
 
+sync_app = typer.Typer(
+    help="Pull what a provider learnt after the send into the suppressions.",
+    no_args_is_help=True,
+)
+app.add_typer(sync_app, name="sync")
+
+
+@sync_app.command("sendgrid")
+def sync_sendgrid(
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            formats=["%Y-%m-%d"],
+            help="Read from this day (UTC) on, to backfill [default: where the last sync ended].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Pull SendGrid's bounces, blocks, invalid emails, spam reports and unsubscribes."""
+    with _errors():
+        from datetime import UTC
+
+        from newsletter.lists.aftermath import REASONS
+        from newsletter.lists.sendgrid_sync import sync_sendgrid as pull
+        from newsletter.lists.suppressions import open_sink
+        from newsletter.storage.bounces import open_state
+
+        config = _config()
+        with open_state(config.state_dir) as state:
+            report = pull(
+                config,
+                sink=open_sink(config),
+                state=state,
+                since=since.replace(tzinfo=UTC) if since else None,
+            )
+        out = console()
+        for email, kind in report.suppressed:
+            out.print(f"  {email}: {REASONS[kind]}", markup=False, highlight=False)
+        fetched = ", ".join(f"{n} {k}" for k, n in report.fetched.items()) or "nothing new"
+        waited = f"; waited {report.waited:.0f} s for the rate limit" if report.waited else ""
+        out.print(
+            f"SendGrid: {fetched}: {len(report.suppressed)} suppressed, "
+            f"{report.actions['counted']} blocks counted as soft bounces{waited}",
+            markup=False,
+        )
+
+
 def main() -> None:
     app()
 

@@ -25,7 +25,7 @@ from typing import Literal
 
 from newsletter.config import Config
 from newsletter.lists.bounces import Notice, read_notice
-from newsletter.lists.mailboxes import Mailbox
+from newsletter.lists.mailboxes import Mailbox, Returned
 from newsletter.lists.suppressions import SuppressionSink
 from newsletter.lists.verp import VerpResolver
 from newsletter.storage.bounces import BounceState, Event
@@ -43,6 +43,8 @@ REASONS: dict[str, str] = {
 }
 _AT_ONCE = frozenset({"hard", "complaint", "unsubscribe", "invalid"})
 Action = Literal["suppressed", "already", "counted", "seen"]
+#: Messages or rows applied, and their suppressions written, in one transaction.
+CHUNK = 200
 
 
 class LedgerHistory:
@@ -152,17 +154,29 @@ def read_bounces(
     rules = Aftermath(config, sink, state)
     verp = VerpResolver(config)
     report = BounceReport(box.label)
-    for item in box.messages():
-        if state.is_processed(item.key):
-            report.already_processed += 1
+    chunk: list[Returned] = []
+
+    def commit() -> None:
+        with state.transaction():
+            for item in chunk:
+                if state.is_processed(item.key):
+                    report.already_processed += 1
+                    continue
+                report.read += 1
+                notice = read_notice(item.raw)
+                report.kinds[notice.kind] += 1
+                _apply_notice(rules, verp, notice, item.key, report)
+                state.mark_processed(item.key)
+            sink.flush()
+        for item in chunk:
             box.mark(item)
-            continue
-        report.read += 1
-        notice = read_notice(item.raw)
-        report.kinds[notice.kind] += 1
-        _apply_notice(rules, verp, notice, item.key, report)
-        state.mark_processed(item.key)
-        box.mark(item)
+        chunk.clear()
+
+    for item in box.messages():
+        chunk.append(item)
+        if len(chunk) >= CHUNK:
+            commit()
+    commit()
     return report
 
 

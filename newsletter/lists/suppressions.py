@@ -46,14 +46,23 @@ class SuppressionSink(Protocol):
         """Suppress `email` for `reason`; True if it was not suppressed before."""
         ...
 
+    def flush(self) -> None:
+        """Make every suppression so far durable (a sink may write each one at once)."""
+        ...
+
 
 class CsvSuppressions:
     """suppressions.csv as a sink. The CSV keeps email, reason and date; the issue, source
-    and detail of bounces are kept in the bounce state (see `storage.bounces`)."""
+    and detail of bounces are kept in the bounce state (see `storage.bounces`).
+
+    New rows wait for `flush`, which appends them in one write and fsync: appending reads
+    the whole file to keep it free of duplicates, so once per row would be quadratic.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._known: set[str] | None = None
+        self._pending: list[tuple[str, str]] = []
 
     def suppress(
         self,
@@ -69,9 +78,14 @@ class CsvSuppressions:
             self._known = {row.email.casefold() for row in read_suppressions(self.path)}
         if email.casefold() in self._known:
             return False
-        added = append_suppressions(self.path, [(email, reason)]) > 0
         self._known.add(email.casefold())
-        return added
+        self._pending.append((email, reason))
+        return True
+
+    def flush(self) -> None:
+        if self._pending:
+            append_suppressions(self.path, self._pending)
+            self._pending.clear()
 
 
 def open_sink(config: Config) -> SuppressionSink:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +85,21 @@ class BounceState:
 
     def close(self) -> None:
         self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Keep the writes inside together: all of them, or (on an exception) none.
+
+        The caller flushes its suppressions before the block ends, so a crash never leaves
+        an event recorded whose suppression was not written (a rerun redoes both).
+        """
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def __enter__(self) -> BounceState:
         return self

@@ -1,0 +1,200 @@
+"""`newsletter sync sendgrid`: SendGrid's suppression lists into ours.
+
+SendGrid keeps what its receivers told it after the send in five lists, read with
+`GET /v3/suppression/<list>?start_time=&end_time=&limit=&offset=` (times in unix seconds,
+both inclusive; at most 500 rows a page), and the unsubscribe group's in
+`GET /v3/asm/groups/{id}/suppressions` (a plain list of addresses). Each maps to one kind
+of event, applied by the rules of `lists.aftermath`:
+
+    bounces          hard          suppressed at once
+    invalid_emails   invalid       suppressed at once
+    spam_reports     complaint     suppressed at once
+    unsubscribes     unsubscribe   suppressed at once
+    blocks           block         counted as a soft bounce (a receiver's passing refusal)
+
+Each list is read from where the last sync ended (or `since`), up to the time the sync
+started, page by page; a 429 waits until `X-RateLimit-Reset` and asks again. Every row is
+an event with its own key (list, address, created), so a second run adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from newsletter.config import Config, redact, secrets, sendgrid_account
+from newsletter.errors import PermanentProviderError, TransientProviderError
+from newsletter.lists.aftermath import Aftermath, EventKind
+from newsletter.lists.suppressions import SuppressionSink
+from newsletter.storage.bounces import BounceState
+
+LISTS: dict[str, EventKind] = {
+    "bounces": "hard",
+    "invalid_emails": "invalid",
+    "spam_reports": "complaint",
+    "unsubscribes": "unsubscribe",
+    "blocks": "block",
+}
+PAGE = 500
+TIMEOUT = 60.0
+MAX_ATTEMPTS = 5
+MAX_WAIT_S = 120.0
+_FIX = {
+    401: "the API key is wrong or revoked: check SENDGRID_API_KEY",
+    403: "the key lacks the Suppressions permission (read access): add it in SendGrid, "
+    "Settings > API Keys",
+}
+
+
+@dataclass
+class SyncReport:
+    since: dict[str, int] = field(default_factory=dict)
+    until: int = 0
+    fetched: Counter[str] = field(default_factory=Counter)
+    actions: Counter[str] = field(default_factory=Counter)
+    suppressed: list[tuple[str, str]] = field(default_factory=list)
+    requests: int = 0
+    waited: float = 0.0
+
+
+class _Pager:
+    """GETs against SendGrid through its client, patient with 429s and 5xx."""
+
+    def __init__(self, config: Config, sleep: Callable[[float], None], report: SyncReport) -> None:
+        from sendgrid import SendGridAPIClient  # only a sync pays for importing it
+
+        account = sendgrid_account(config)
+        self._client = SendGridAPIClient(api_key=account.api_key, host=account.host)
+        self._secrets = secrets(config)
+        self._sleep = sleep
+        self._report = report
+
+    def get(self, path: list[str], query: dict[str, int] | None = None) -> Any:
+        from python_http_client.exceptions import HTTPError
+
+        endpoint = self._client.client
+        for part in path:
+            endpoint = endpoint._(part)
+        where = "/v3/" + "/".join(path)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            self._report.requests += 1
+            try:
+                response = endpoint.get(query_params=query, timeout=TIMEOUT)
+                return json.loads(response.body or b"[]")
+            except HTTPError as exc:
+                status = int(exc.status_code)
+                if status != 429 and status < 500:
+                    fix = _FIX.get(status, "check the account and try again")
+                    body = redact(str(exc.body), self._secrets)[:300]
+                    raise PermanentProviderError(
+                        f"SendGrid refused GET {where} ({status}): {body}; {fix}", status=status
+                    ) from None
+                wait = _wait(exc.headers, attempt)
+                if attempt == MAX_ATTEMPTS:
+                    raise TransientProviderError(
+                        f"SendGrid kept answering {status} to GET {where}; try the sync later "
+                        "(it starts again where it stopped)",
+                        status=status,
+                        retry_after=wait,
+                    ) from None
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise TransientProviderError(
+                        f"GET {where} failed: {redact(str(exc), self._secrets)}; try again later"
+                    ) from None
+                wait = _wait(None, attempt)
+            self._report.waited += wait
+            self._sleep(wait)
+        raise AssertionError("unreachable")
+
+
+def _wait(headers: Any, attempt: int) -> float:
+    """Seconds until X-RateLimit-Reset (epoch seconds) or Retry-After; else a backoff."""
+    if headers is not None:
+        for name, relative in (("Retry-After", True), ("X-RateLimit-Reset", False)):
+            value = headers.get(name)
+            if value:
+                try:
+                    seconds = float(value) if relative else float(value) - time.time()
+                except ValueError:
+                    continue
+                return min(max(seconds, 0.0), MAX_WAIT_S)
+    return min(2.0**attempt, MAX_WAIT_S)
+
+
+def sync_sendgrid(
+    config: Config,
+    *,
+    sink: SuppressionSink,
+    state: BounceState,
+    since: datetime | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+) -> SyncReport:
+    """Pull each suppression list since its last sync (or `since`) and apply every row."""
+    report = SyncReport(until=int(clock()))
+    pager = _Pager(config, sleep, report)
+    rules = Aftermath(config, sink, state)
+    for name, kind in LISTS.items():
+        key = f"sendgrid:{name}"
+        start = int(since.timestamp()) if since is not None else (state.last_sync(key) or 0)
+        report.since[name] = start
+        offset = 0
+        while True:
+            query = {"start_time": start, "end_time": report.until, "limit": PAGE}
+            rows = pager.get(["suppression", name], {**query, "offset": offset})
+            with state.transaction():
+                for row in rows:
+                    _apply(rules, report, name, kind, row)
+                sink.flush()
+            if len(rows) < PAGE:
+                break
+            offset += PAGE
+        state.set_last_sync(key, report.until)
+    group = config.settings.sendgrid.asm_group_id
+    if group is not None:
+        emails = pager.get(["asm", "groups", str(group), "suppressions"])
+        with state.transaction():
+            for email in emails:
+                row = {"email": email, "created": report.until}
+                _apply(
+                    rules, report, f"asm group {group}", "unsubscribe", row, dedupe_created=False
+                )
+            sink.flush()
+    return report
+
+
+def _apply(
+    rules: Aftermath,
+    report: SyncReport,
+    name: str,
+    kind: EventKind,
+    row: dict[str, Any],
+    *,
+    dedupe_created: bool = True,
+) -> None:
+    email = str(row.get("email", "")).strip()
+    if not email:
+        return
+    report.fetched[name] += 1
+    created = int(row.get("created") or report.until)
+    detail = " ".join(str(row[k]) for k in ("status", "reason") if row.get(k))[:500]
+    stamp = f":{created}" if dedupe_created else ""
+    action = rules.apply(
+        email,
+        kind,
+        issue=None,
+        when=datetime.fromtimestamp(created, UTC),
+        source=f"sendgrid {name}",
+        detail=detail,
+        dedupe=f"sendgrid:{name}:{email.casefold()}{stamp}",
+    )
+    report.actions[action] += 1
+    if action == "suppressed":
+        report.suppressed.append((email, kind))
