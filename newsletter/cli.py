@@ -594,6 +594,66 @@ def sync_sendgrid(
         )
 
 
+suppressions_app = typer.Typer(
+    help="Who gets no more mail, and why: list, export, remove.",
+    invoke_without_command=True,
+)
+app.add_typer(suppressions_app, name="suppressions")
+
+
+@suppressions_app.callback()
+def suppressions(
+    ctx: typer.Context,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Only reasons containing this, e.g. bounce or complaint."),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option("--since", formats=["%Y-%m-%d"], help="Only those added on or after."),
+    ] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print them as CSV, to export.")] = False,
+) -> None:
+    """List the suppressed addresses with why and when (remove one: suppressions remove)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _errors():
+        import csv
+
+        from newsletter.lists.suppressions import list_suppressions
+
+        config = _config()
+        rows = list_suppressions(
+            config.suppressions_path, reason=reason, since=since.date() if since else None
+        )
+        if as_csv:
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(["email", "reason", "added_at"])
+            writer.writerows([r.email, r.reason, r.added_at] for r in rows)
+            return
+        out = console()
+        for row in rows:
+            out.print(f"{row.added_at[:10]:10}  {row.email}  {row.reason}", markup=False)
+        out.print(f"{len(rows)} suppressed in {show_path(config.suppressions_path)}", markup=False)
+
+
+@suppressions_app.command("remove")
+def suppressions_remove(
+    address: Annotated[str, typer.Argument(help="The address to mail again.", show_default=False)],
+    why: Annotated[str, typer.Option("--why", help="Why, for the log.")] = "",
+) -> None:
+    """Take an address off the suppression list; logged with who and when."""
+    with _errors():
+        from newsletter.lists.suppressions import remove_suppression
+
+        removal = remove_suppression(_config(), address, why=why)
+        console().print(
+            f"removed {removal.email} ({removal.rows} row{'s' * (removal.rows != 1)}); "
+            f"logged in {show_path(removal.log)}",
+            markup=False,
+        )
+
+
 def main() -> None:
     app()
 

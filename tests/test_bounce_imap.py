@@ -14,9 +14,9 @@ from newsletter.lists.aftermath import read_bounces
 from newsletter.lists.mailboxes import KEYWORD, open_mailbox
 from newsletter.lists.suppressions import CsvSuppressions, read_suppressions
 from newsletter.storage.bounces import open_state
+from tests.bouncing import make_ws, returned, send
 from tests.sending import SECRET
 from tests.servers.dovecot import PASSWORD, DovecotServer
-from tests.test_bounce_mailbox import make_ws, returned, send
 
 
 @pytest.fixture(scope="module")

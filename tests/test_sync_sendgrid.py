@@ -16,10 +16,10 @@ from newsletter.errors import PermanentProviderError
 from newsletter.lists.sendgrid_sync import SyncReport, sync_sendgrid
 from newsletter.lists.suppressions import CsvSuppressions, read_suppressions
 from newsletter.storage.bounces import open_state
+from tests.bouncing import make_ws, send
 from tests.sending import ISSUE_ID, SECRET, config
 from tests.servers import sendgrid as sg
 from tests.servers.sendgrid import TEST_API_KEY, SendGridServer
-from tests.test_bounce_mailbox import make_ws, send
 
 NOW = int(time.time())
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from newsletter.config import Config
+from newsletter.delivery.reputation import IssueFeedback, issue_feedback
 from newsletter.errors import NewsletterError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
 
@@ -32,6 +33,7 @@ class IssueStatus:
     ledger: Path
     sends: list[SendRecord]
     recipients: Counter[str]  # by status
+    after_send: IssueFeedback | None = None  # bounces, complaints, unsubscribes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,6 +41,7 @@ class IssueStatus:
             "ledger": str(self.ledger),
             "recipients": {s: self.recipients[s] for s in ORDER},
             "sends": [dataclasses.asdict(s) for s in self.sends],
+            "after_send": self.after_send.to_json() if self.after_send else None,
         }
 
 
@@ -67,7 +70,9 @@ def _sends(ledger: Ledger, issue: str) -> list[SendRecord]:
 def issue_status(config: Config, issue: str) -> IssueStatus:
     """Every send of the issue with its manifest and counts, and its recipients by state."""
     with _open(config) as ledger:
-        return IssueStatus(issue, config.ledger_path, _sends(ledger, issue), ledger.counts(issue))
+        counts = ledger.counts(issue)
+        found = IssueStatus(issue, config.ledger_path, _sends(ledger, issue), counts)
+    return dataclasses.replace(found, after_send=issue_feedback(config, issue, counts["sent"]))
 
 
 def recipients(config: Config, issue: str, status: str) -> Iterator[Delivery]:

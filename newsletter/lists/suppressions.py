@@ -26,6 +26,7 @@ from typing import Protocol
 from newsletter.config import Config
 from newsletter.errors import SubscribersError, UsageError
 from newsletter.lists.subscribers import append_suppressions
+from newsletter.storage.bounces import existing_state
 
 LOG_NAME = "suppressions.log"
 
@@ -165,6 +166,10 @@ def remove_suppression(config: Config, address: str, *, why: str = "") -> Remova
     if not removed:
         raise UsageError(f"{address} is not on {path}")
     _replace(path, "".join(kept))
+    state = existing_state(config.state_dir)
+    if state is not None:
+        with state:
+            state.forget(address.strip())  # its soft bounces so far no longer count
     log = config.state_dir / LOG_NAME
     log.parent.mkdir(parents=True, exist_ok=True)
     entry = {
