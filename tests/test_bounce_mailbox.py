@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.delivery.send import SendOptions, dry_run
-from newsletter.lists.aftermath import BounceReport
+from newsletter.lists.aftermath import BounceReport, read_bounces
+from newsletter.lists.mailboxes import open_mailbox
+from newsletter.lists.suppressions import CsvSuppressions
 from newsletter.lists.verp import envelope_sender
 from newsletter.storage.bounces import open_state
 from tests.bouncing import (
@@ -221,3 +223,24 @@ def test_the_cli_refuses_a_mailbox_that_is_not_there(
     result = CliRunner().invoke(app, ["bounces", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
     assert "no such mailbox" in result.output
+
+
+class _DiskFull(CsvSuppressions):
+    def flush(self) -> None:
+        raise OSError("No space left on device")
+
+
+def test_a_crash_before_the_suppressions_are_written_loses_nothing(tmp_path: Path) -> None:
+    cfg = make_ws(tmp_path / "ws")
+    send(cfg)
+    spec = maildir(tmp_path / "Bounces", [returned(cfg, "postfix_hard.eml")])
+    box = open_mailbox(str(spec), cfg.env)
+    with open_state(cfg.state_dir) as state, pytest.raises(OSError):
+        read_bounces(cfg, box, sink=_DiskFull(cfg.suppressions_path), state=state)
+    box.close()
+    assert suppressed(cfg) == {}
+
+    report = run(cfg, spec)  # the message was neither marked nor remembered
+
+    assert report.read == 1
+    assert suppressed(cfg) == {"gone@example.com": "hard bounce"}
