@@ -201,3 +201,15 @@ def test_the_cli_syncs_and_reports(
     assert "gone@example.com: hard bounce" in result.output
     assert "4 suppressed" in result.output
     assert TEST_API_KEY not in result.output
+
+
+def test_without_a_key_the_cli_says_which_permission_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = make_ws(tmp_path / "ws")
+    monkeypatch.chdir(ws.root)
+    monkeypatch.delenv("SENDGRID_API_KEY", raising=False)
+    result = CliRunner().invoke(app, ["sync", "sendgrid"])
+    assert result.exit_code == 1
+    assert "read access to Suppressions" in result.output
+    assert "Traceback" not in result.output

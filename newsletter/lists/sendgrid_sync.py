@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from newsletter.config import Config, redact, secrets, sendgrid_account
-from newsletter.errors import PermanentProviderError, TransientProviderError
+from newsletter.errors import ConfigError, PermanentProviderError, TransientProviderError
 from newsletter.lists.aftermath import Aftermath, EventKind
 from newsletter.lists.suppressions import SuppressionSink
 from newsletter.storage.bounces import BounceState
@@ -69,7 +69,13 @@ class _Pager:
     def __init__(self, config: Config, sleep: Callable[[float], None], report: SyncReport) -> None:
         from sendgrid import SendGridAPIClient  # only a sync pays for importing it
 
-        account = sendgrid_account(config)
+        try:
+            account = sendgrid_account(config)
+        except ConfigError:
+            raise ConfigError(
+                "SENDGRID_API_KEY is not set; export a key with read access to Suppressions "
+                "(SendGrid: Settings > API Keys)"
+            ) from None
         self._client = SendGridAPIClient(api_key=account.api_key, host=account.host)
         self._secrets = secrets(config)
         self._sleep = sleep
