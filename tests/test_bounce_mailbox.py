@@ -244,3 +244,18 @@ def test_a_crash_before_the_suppressions_are_written_loses_nothing(tmp_path: Pat
 
     assert report.read == 1
     assert suppressed(cfg) == {"gone@example.com": "hard bounce"}
+
+
+def test_a_removed_address_starts_its_soft_bounce_count_again(tmp_path: Path) -> None:
+    from newsletter.lists.suppressions import remove_suppression
+
+    cfg = make_ws(tmp_path / "ws", soft_limit=1)
+    send(cfg)
+    run(cfg, maildir(tmp_path / "a", [returned(cfg, "gmail_over_quota.eml")]))
+    assert suppressed(cfg) == {"full.box@gmail.com": "soft bounces (1 issue in a row)"}
+
+    remove_suppression(cfg, "full.box@gmail.com", why="mailbox emptied")
+
+    assert suppressed(cfg) == {}
+    with open_state(cfg.state_dir) as state:
+        assert [e.kind for e in state.events("full.box@gmail.com")] == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsletter.lists.bounces import Notice, read_notice
 
@@ -118,3 +120,45 @@ def test_anything_else_is_other_and_never_raises(raw: bytes) -> None:
     found = read_notice(raw)
     assert found.kind == "other"
     assert found.failures == ()
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "severity"),
+    [
+        ("5.2.2", "552 5.2.2 Mailbox full", "soft"),  # full is passing, whatever its class
+        ("5.0.0", "552 Requested mail action aborted: quota exceeded", "soft"),
+        ("4.4.7", "Delivery time expired", "soft"),
+        ("5.7.1", "550 5.7.1 Message rejected as spam", "hard"),
+        ("5.1.2", "550 5.1.2 Host unknown", "hard"),
+    ],
+)
+def test_severity_follows_the_status_code_and_a_full_mailbox_is_soft(
+    status: str, diagnostic: str, severity: str
+) -> None:
+    raw = (DATA / "postfix_hard.eml").read_bytes()
+    raw = raw.replace(b"Status: 5.1.1", f"Status: {status}".encode())
+    raw = raw.replace(
+        b"Diagnostic-Code: smtp; 550 5.1.1 <gone@example.com>: Recipient address\n"
+        b"    rejected: User unknown in virtual mailbox table",
+        f"Diagnostic-Code: smtp; {diagnostic}".encode(),
+    )
+    (failure,) = read_notice(raw).failures
+    assert (failure.status, failure.severity) == (status, severity)
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=200, deadline=None)
+def test_no_bytes_make_the_reader_raise(raw: bytes) -> None:
+    found = read_notice(raw)
+    assert found.kind in ("bounce", "complaint", "autoreply", "delayed", "other")
+
+
+@given(st.text(max_size=400))
+@settings(max_examples=100, deadline=None)
+def test_no_text_inside_a_report_makes_the_reader_raise(text: str) -> None:
+    raw = (
+        (DATA / "postfix_hard.eml")
+        .read_bytes()
+        .replace(b"Action: failed", text.encode("utf-8", "replace"))
+    )
+    read_notice(raw)

@@ -110,7 +110,7 @@ class Aftermath:
             streak = self.soft_streak(email)
             if streak < self.soft_limit:
                 return "counted"
-            reason = f"{REASONS['soft']} ({streak} issues in a row)"
+            reason = f"{REASONS['soft']} ({streak} issue{'s' * (streak != 1)} in a row)"
         new = self.sink.suppress(
             email, reason, source=source, issue=issue, when=when, detail=detail
         )
