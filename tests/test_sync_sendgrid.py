@@ -213,3 +213,19 @@ def test_without_a_key_the_cli_says_which_permission_it_needs(
     assert result.exit_code == 1
     assert "read access to Suppressions" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1762765642, 1762765642),
+        ("1762765642", 1762765642),
+        ("2025-11-10 09:07:22", 1762765642),
+        (None, 7),
+        ("soon", 7),
+    ],
+)
+def test_created_is_read_as_unix_seconds_in_any_shape(value: object, expected: int) -> None:
+    from newsletter.lists.sendgrid_sync import _created
+
+    assert _created(value, 7) == expected

@@ -176,6 +176,22 @@ def sync_sendgrid(
     return report
 
 
+def _created(value: object, default: int) -> int:
+    """`created` as unix seconds (v3 answers an integer; take a date string too)."""
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value.strip():
+        try:
+            return int(float(value))
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(value.strip())
+            except ValueError:
+                return default
+            return int(parsed.replace(tzinfo=parsed.tzinfo or UTC).timestamp())
+    return default
+
+
 def _apply(
     rules: Aftermath,
     report: SyncReport,
@@ -189,7 +205,7 @@ def _apply(
     if not email:
         return
     report.fetched[name] += 1
-    created = int(row.get("created") or report.until)
+    created = _created(row.get("created"), report.until)
     detail = " ".join(str(row[k]) for k in ("status", "reason") if row.get(k))[:500]
     stamp = f":{created}" if dedupe_created else ""
     action = rules.apply(
