@@ -16,6 +16,7 @@ from newsletter.lists.suppressions import CsvSuppressions, read_suppressions
 from newsletter.lists.verp import envelope_sender
 from newsletter.storage.bounces import open_state
 from tests.sending import ISSUE_ID, config
+from tests.servers.smtp import SMTPServer
 from tests.workspace import SAMPLE, make_workspace
 
 DATA = Path(__file__).parent / "data" / "bounces"
@@ -54,11 +55,22 @@ def make_ws(root: Path, extra: str = BOUNCES, soft_limit: int | None = None) -> 
 
 
 def send(cfg: Config, issue_id: str = ISSUE_ID) -> None:
-    """A real send through the outbox, so the ledger knows who got which issue."""
+    """A real send over SMTP to a server on 127.0.0.1, so the ledger knows who got which
+    issue: the outbox's sends are rehearsals, which no bounce can answer."""
     path = cfg.root / "issues" / f"{issue_id}.yaml"
     if not path.exists():
         shutil.copy(cfg.root / SAMPLE, path)
-    report = send_issue(cfg, path, cfg.root / "list.csv", SendOptions(provider="outbox"))
+    with SMTPServer() as server:
+        smtp = {
+            **cfg.env,
+            "SMTP_HOST": server.host,
+            "SMTP_PORT": str(server.port),
+            "SMTP_SECURITY": "none",
+        }
+        sending = config(cfg.root, smtp)
+        # each issue id is a copy of the sample: a new issue on purpose, not a renamed one
+        options = SendOptions(provider="smtp", as_new_issue=True)
+        report = send_issue(sending, path, cfg.root / "list.csv", options)
     assert report.sent > 0
 
 

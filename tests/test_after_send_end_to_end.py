@@ -85,8 +85,11 @@ def test_smtp_send_then_bounces_and_sendgrid_reports_suppress_exactly_those(
     # the next send skips them; soft bounces and auto-repliers still get it
     shutil.copy(cfg.root / SAMPLE, cfg.root / "issues" / f"{NEXT}.yaml")
     mailed_before = len(smtp_server.messages)
-    second = send_issue(
-        cfg, cfg.root / "issues" / f"{NEXT}.yaml", cfg.root / "list.csv", SendOptions("smtp")
+    second = send_issue(  # a copy of the sample: a new issue on purpose
+        cfg,
+        cfg.root / "issues" / f"{NEXT}.yaml",
+        cfg.root / "list.csv",
+        SendOptions("smtp", as_new_issue=True),
     )
     got = {r for m in smtp_server.messages[mailed_before:] for r in m.rcpt_tos}
     assert second.sent == readers - len(expected)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from newsletter.config import Config
+from newsletter.lists.addresses import address_key
 from newsletter.lists.bounces import Notice, read_notice
 from newsletter.lists.mailboxes import Mailbox, Returned
 from newsletter.lists.suppressions import SuppressionSink
@@ -48,18 +49,21 @@ CHUNK = 200
 
 
 class LedgerHistory:
-    """Which issues the ledger sent each address, in order; read once, when first needed."""
+    """Which issues the ledger sent each address, in order; read once, when first needed.
+
+    Real deliveries only: the outbox's rehearsals reached no reader, so no bounce answers one.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self._sent: dict[str, list[tuple[str, str]]] | None = None
 
     def issues(self, email: str) -> list[str]:
-        return [issue for issue, _ in self._history().get(email.casefold(), [])]
+        return [issue for issue, _ in self._history().get(address_key(email), [])]
 
     def last_issue(self, email: str) -> str | None:
         """The last issue sent to `email`: what a report that names none answers."""
-        sent = self._history().get(email.casefold())
+        sent = self._history().get(address_key(email))
         return sent[-1][0] if sent else None
 
     def _history(self) -> dict[str, list[tuple[str, str]]]:
@@ -68,9 +72,9 @@ class LedgerHistory:
             if self.config.ledger_path.is_file():
                 with Ledger(self.config.ledger_path) as ledger:
                     for issue in dict.fromkeys(s.issue for s in ledger.sends()):
-                        for d in ledger.deliveries(issue):
+                        for d in ledger.deliveries(issue, rehearsal=False):
                             if d.status in (SENT, UNKNOWN):
-                                sent[d.email.casefold()].append((issue, d.updated_at))
+                                sent[address_key(d.email)].append((issue, d.updated_at))
             for rows in sent.values():
                 rows.sort(key=lambda row: row[1])
             self._sent = dict(sent)
@@ -203,7 +207,7 @@ def _apply_notice(
             when=when,
             source=f"mailbox ({notice.form})",
             detail=detail,
-            dedupe=f"{key}:{email.casefold()}:{kind}",
+            dedupe=f"{key}:{address_key(email)}:{kind}",
         )
         report.actions[action] += 1
         if action == "suppressed":

@@ -13,23 +13,30 @@ of event, applied by the rules of `lists.aftermath`:
     blocks           block         counted as a soft bounce (a receiver's passing refusal)
 
 Each list is read from where the last sync ended (or `since`), up to the time the sync
-started, page by page; a 429 waits until `X-RateLimit-Reset` and asks again. Every row is
-an event with its own key (list, address, created), so a second run adds nothing.
+started, page by page, over urllib; a 429 waits until `X-RateLimit-Reset` and asks again.
+Every row is an event with its own key (list, address, created), so a second run adds
+nothing.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
+import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from newsletter.config import Config, redact, secrets, sendgrid_account
+from newsletter import __version__
+from newsletter.config import Config, env_secret, redact, secrets
+from newsletter.delivery.providers.sendgrid import sendgrid_account
 from newsletter.errors import ConfigError, PermanentProviderError, TransientProviderError
+from newsletter.lists.addresses import address_key
 from newsletter.lists.aftermath import Aftermath, EventKind
 from newsletter.lists.suppressions import SuppressionSink
 from newsletter.storage.bounces import BounceState
@@ -63,45 +70,69 @@ class SyncReport:
     waited: float = 0.0
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx comes back as an HTTPError: following it would send the key to another host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class _Pager:
-    """GETs against SendGrid through its client, patient with 429s and 5xx."""
+    """GETs against SendGrid over urllib, patient with 429s and 5xx.
+
+    The stdlib, as the SendGrid provider sends: a few GETs need no client library, and this
+    way the key goes only to the API host (no redirect is followed) over https (plain http
+    only to this machine, the check `sendgrid_account` makes).
+    """
 
     def __init__(self, config: Config, sleep: Callable[[float], None], report: SyncReport) -> None:
-        from sendgrid import SendGridAPIClient  # only a sync pays for importing it
-
-        try:
-            account = sendgrid_account(config)
-        except ConfigError:
+        if not env_secret(config.env, "SENDGRID_API_KEY"):
             raise ConfigError(
                 "SENDGRID_API_KEY is not set; export a key with read access to Suppressions "
                 "(SendGrid: Settings > API Keys)"
-            ) from None
-        self._client = SendGridAPIClient(api_key=account.api_key, host=account.host)
+            )
+        account = sendgrid_account(config)
+        self.host = account.host
+        self.settings = account.settings
+        self._headers = {
+            "Authorization": f"Bearer {account.api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"newsletter/{__version__}",
+        }
+        self._opener = urllib.request.build_opener(_NoRedirect)
         self._secrets = secrets(config)
         self._sleep = sleep
         self._report = report
 
     def get(self, path: list[str], query: dict[str, int] | None = None) -> Any:
-        from python_http_client.exceptions import HTTPError
-
-        endpoint = self._client.client
-        for part in path:
-            endpoint = endpoint._(part)
-        where = "/v3/" + "/".join(path)
+        where = "/v3/" + "/".join(urllib.parse.quote(part, safe="") for part in path)
+        url = self.host + where + (f"?{urllib.parse.urlencode(query)}" if query else "")
         for attempt in range(1, MAX_ATTEMPTS + 1):
             self._report.requests += 1
+            request = urllib.request.Request(url, headers=self._headers, method="GET")
             try:
-                response = endpoint.get(query_params=query, timeout=TIMEOUT)
-                return json.loads(response.body or b"[]")
-            except HTTPError as exc:
-                status = int(exc.status_code)
+                with self._opener.open(request, timeout=TIMEOUT) as response:
+                    return json.loads(response.read() or b"[]")
+            except urllib.error.HTTPError as exc:
+                with exc:
+                    status, headers, body = exc.code, exc.headers, exc.read()
+                # scrubbed before anything cuts it short, so no piece of a secret survives
+                text = redact(body.decode("utf-8", "replace"), self._secrets)
+                if 300 <= status < 400:
+                    to = redact(str(headers.get("Location") or "elsewhere"), self._secrets)
+                    raise PermanentProviderError(
+                        f"SendGrid at {self.host} answered {status} to GET {where}, a redirect "
+                        f"to {to}; it was not followed, since that would send the API key "
+                        "there. Set SENDGRID_API_HOST to the API's own https:// address",
+                        status=status,
+                    ) from None
                 if status != 429 and status < 500:
                     fix = _FIX.get(status, "check the account and try again")
-                    body = redact(str(exc.body), self._secrets)[:300]
                     raise PermanentProviderError(
-                        f"SendGrid refused GET {where} ({status}): {body}; {fix}", status=status
+                        f"SendGrid refused GET {where} ({status}): {text[:300]}; {fix}",
+                        status=status,
                     ) from None
-                wait = _wait(exc.headers, attempt)
+                wait = _wait(headers, attempt)
                 if attempt == MAX_ATTEMPTS:
                     raise TransientProviderError(
                         f"SendGrid kept answering {status} to GET {where}; try the sync later "
@@ -109,10 +140,12 @@ class _Pager:
                         status=status,
                         retry_after=wait,
                     ) from None
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 if attempt == MAX_ATTEMPTS:
+                    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
                     raise TransientProviderError(
-                        f"GET {where} failed: {redact(str(exc), self._secrets)}; try again later"
+                        f"GET {where} at {self.host} failed: "
+                        f"{redact(str(reason), self._secrets)}; try again later"
                     ) from None
                 wait = _wait(None, attempt)
             self._report.waited += wait
@@ -163,7 +196,7 @@ def sync_sendgrid(
                 break
             offset += PAGE
         state.set_last_sync(key, report.until)
-    group = config.settings.sendgrid.asm_group_id
+    group = pager.settings.asm_group_id
     if group is not None:
         emails = pager.get(["asm", "groups", str(group), "suppressions"])
         with state.transaction():
@@ -215,7 +248,7 @@ def _apply(
         when=datetime.fromtimestamp(created, UTC),
         source=f"sendgrid {name}",
         detail=detail,
-        dedupe=f"sendgrid:{name}:{email.casefold()}{stamp}",
+        dedupe=f"sendgrid:{name}:{address_key(email)}{stamp}",
     )
     report.actions[action] += 1
     if action == "suppressed":

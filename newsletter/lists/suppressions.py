@@ -25,6 +25,8 @@ from typing import Protocol
 
 from newsletter.config import Config
 from newsletter.errors import SubscribersError, UsageError
+from newsletter.lists.addresses import address_key, validate_address
+from newsletter.lists.cells import restore
 from newsletter.lists.subscribers import append_suppressions
 from newsletter.storage.bounces import existing_state
 
@@ -76,10 +78,11 @@ class CsvSuppressions:
         detail: str = "",
     ) -> bool:
         if self._known is None:
-            self._known = {row.email.casefold() for row in read_suppressions(self.path)}
-        if email.casefold() in self._known:
+            self._known = {suppression_key(row.email) for row in read_suppressions(self.path)}
+        key = suppression_key(email)
+        if key in self._known:
             return False
-        self._known.add(email.casefold())
+        self._known.add(key)
         self._pending.append((email, reason))
         return True
 
@@ -89,8 +92,18 @@ class CsvSuppressions:
             self._pending.clear()
 
 
+def suppression_key(raw: str) -> str:
+    """The key a suppression entry matches readers by, as a send matches them: the address
+    normalised if it can be (an invalid one is kept as it is), then `address_key`."""
+    raw = raw.strip()
+    try:
+        return address_key(validate_address(raw))
+    except ValueError:
+        return address_key(raw)
+
+
 def open_sink(config: Config) -> SuppressionSink:
-    """The sink the after-send commands write to."""
+    """The sink the after-send commands write to: the one place to point at another store."""
     return CsvSuppressions(config.suppressions_path)
 
 
@@ -110,7 +123,10 @@ def read_suppressions(path: Path) -> Iterator[Suppression]:
         file.seek(0)
         delimiter = max(",;\t", key=sample.count) if sample else ","
         for row in csv.DictReader(file, delimiter=delimiter):
-            lowered = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            # cells as CellWriter wrote them: a leading `'` that guards a formula comes off
+            lowered = {
+                (k or "").strip().lower(): restore((v or "").strip()) for k, v in row.items()
+            }
             if lowered.get("email"):
                 yield Suppression(
                     lowered["email"], lowered.get("reason", ""), lowered.get("added_at", "")
@@ -124,7 +140,7 @@ def list_suppressions(
     `since` (rows without a date are left out when `since` is given)."""
     found = []
     for row in read_suppressions(path):
-        if reason and reason.casefold() not in row.reason.casefold():
+        if reason and reason.lower() not in row.reason.lower():
             continue
         if since is not None and not (row.added_at and row.added_at[:10] >= since.isoformat()):
             continue
@@ -144,7 +160,7 @@ def remove_suppression(config: Config, address: str, *, why: str = "") -> Remova
     path = config.suppressions_path
     if not path.is_file():
         raise UsageError(f"{path}: no suppression list, so nothing to remove")
-    wanted = address.strip().casefold()
+    wanted = suppression_key(address)
     with path.open(encoding="utf-8-sig", newline="") as file:
         text = file.read()
     lines = text.splitlines(keepends=True)
@@ -159,7 +175,7 @@ def remove_suppression(config: Config, address: str, *, why: str = "") -> Remova
     kept, removed = [header], 0
     for line in lines[1:]:
         cells = next(csv.reader([line], delimiter=delimiter), [])
-        if len(cells) > at and cells[at].strip().casefold() == wanted:
+        if len(cells) > at and suppression_key(restore(cells[at].strip())) == wanted:
             removed += 1
         else:
             kept.append(line)

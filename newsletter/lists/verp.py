@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 from newsletter.config import Config
 from newsletter.errors import ConfigError
+from newsletter.lists.addresses import address_key
 from newsletter.lists.tokens import SECRET_ENV, purpose_mac
 from newsletter.storage.ledger import Ledger
 
@@ -47,7 +48,7 @@ def _secret(config: Config) -> str:
 
 
 def _mac(secret: str, list_id: str, issue_id: str, email: str) -> str:
-    digest = purpose_mac(secret, PURPOSE, list_id, issue_id, email.casefold(), size=_MAC_BYTES)
+    digest = purpose_mac(secret, PURPOSE, list_id, issue_id, address_key(email), size=_MAC_BYTES)
     return base64.b32encode(digest).decode("ascii").lower()
 
 

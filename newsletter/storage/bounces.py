@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from newsletter.errors import LedgerError
+from newsletter.lists.addresses import address_key
 
 FILENAME = "bounces.sqlite"
 BUSY_TIMEOUT_S = 30.0
@@ -131,7 +132,7 @@ class BounceState:
             "INSERT OR IGNORE INTO events (email, kind, issue, at, source, detail, dedupe) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
-                event.email.casefold(),
+                address_key(event.email),
                 event.kind,
                 event.issue,
                 event.at,
@@ -147,7 +148,7 @@ class BounceState:
         rows = self._conn.execute(
             "SELECT email, kind, issue, at, source, detail FROM events WHERE email = ? "
             "ORDER BY at, id",
-            (email.casefold(),),
+            (address_key(email),),
         )
         return [Event(*row) for row in rows]
 
@@ -163,14 +164,14 @@ class BounceState:
         rows = self._conn.execute(
             "SELECT DISTINCT issue FROM events WHERE email = ? AND kind = 'soft' "
             "AND issue IS NOT NULL",
-            (email.casefold(),),
+            (address_key(email),),
         )
         return {row[0] for row in rows}
 
     def forget(self, email: str) -> int:
         """Drop an address's soft bounces: a removed suppression starts a new streak."""
         cursor = self._conn.execute(
-            "DELETE FROM events WHERE email = ? AND kind = 'soft'", (email.casefold(),)
+            "DELETE FROM events WHERE email = ? AND kind = 'soft'", (address_key(email),)
         )
         return cursor.rowcount
 
