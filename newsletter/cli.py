@@ -29,6 +29,7 @@ from newsletter.console import (
     print_error_json,
     print_report,
     print_status,
+    printable,
     show_path,
     with_progress,
 )
@@ -727,6 +728,179 @@ def archive(
             )
         for warning in result.warnings:
             console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
+
+
+# --- after the send: bounces, complaints, provider suppressions ------------------------------
+
+
+@app.command()
+def bounces(
+    ctx: typer.Context,
+    mailbox: Annotated[
+        str,
+        typer.Argument(
+            help="The bounce mailbox: a Maildir folder, an mbox file, or "
+            "imaps://USER@HOST[:PORT]/FOLDER (password in NEWSLETTER_IMAP_PASSWORD).",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Read returned mail: suppress hard bounces and complaints, count soft bounces."""
+    with _errors():
+        from newsletter.lists.aftermath import REASONS, read_bounces
+        from newsletter.lists.mailboxes import open_mailbox
+        from newsletter.lists.suppressions import open_sink
+        from newsletter.storage.bounces import open_state
+
+        config = _config(ctx)
+        box = open_mailbox(mailbox, config.env)
+        try:
+            with open_state(config.state_dir) as state:
+                report = read_bounces(config, box, sink=open_sink(config), state=state)
+        finally:
+            box.close()
+        out = console()
+        for email, kind, issue in report.suppressed:
+            where = f" ({issue})" if issue else ""
+            out.print(
+                f"  {printable(email)}: {REASONS[kind]}{printable(where)}",
+                markup=False,
+                highlight=False,
+            )
+        limit = config.settings.bounces.soft_limit
+        for email, streak in report.counted:
+            out.print(
+                f"  {printable(email)}: soft bounce, {streak} of {limit} in a row",
+                markup=False,
+                highlight=False,
+            )
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kinds.items())) or "nothing new"
+        out.print(
+            f"{report.read} read ({kinds}): {len(report.suppressed)} suppressed, "
+            f"{len(report.counted)} soft bounces counted"
+            + (f"; {report.already_processed} done before" if report.already_processed else ""),
+            markup=False,
+        )
+        if report.nameless:
+            console(stderr=True).print(
+                f"[yellow]warning:[/yellow] {report.nameless} failures name no recipient; "
+                "turn on bounces.verp so returned mail always says who it was for"
+            )
+
+
+sync_app = typer.Typer(
+    help="Pull what a provider learnt after the send into the suppressions.",
+    no_args_is_help=True,
+)
+app.add_typer(sync_app, name="sync")
+
+
+@sync_app.command("sendgrid")
+def sync_sendgrid(
+    ctx: typer.Context,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            formats=["%Y-%m-%d"],
+            help="Read from this day (UTC) on, to backfill [default: where the last sync ended].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Pull SendGrid's bounces, blocks, invalid emails, spam reports and unsubscribes."""
+    with _errors():
+        from datetime import UTC
+
+        from newsletter.lists.aftermath import REASONS
+        from newsletter.lists.sendgrid_sync import sync_sendgrid as pull
+        from newsletter.lists.suppressions import open_sink
+        from newsletter.storage.bounces import open_state
+
+        config = _config(ctx)
+        with open_state(config.state_dir) as state:
+            report = pull(
+                config,
+                sink=open_sink(config),
+                state=state,
+                since=since.replace(tzinfo=UTC) if since else None,
+            )
+        out = console()
+        for email, kind in report.suppressed:
+            out.print(f"  {printable(email)}: {REASONS[kind]}", markup=False, highlight=False)
+        fetched = ", ".join(f"{n} {k}" for k, n in report.fetched.items()) or "nothing new"
+        waited = f"; waited {report.waited:.0f} s for the rate limit" if report.waited else ""
+        out.print(
+            f"SendGrid: {fetched}: {len(report.suppressed)} suppressed, "
+            f"{report.actions['counted']} blocks counted as soft bounces{waited}",
+            markup=False,
+        )
+
+
+suppressions_app = typer.Typer(
+    help="Who gets no more mail, and why: list, export, remove.",
+    invoke_without_command=True,
+)
+app.add_typer(suppressions_app, name="suppressions")
+
+
+@suppressions_app.callback()
+def suppressions(
+    ctx: typer.Context,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Only reasons containing this, e.g. bounce or complaint."),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option("--since", formats=["%Y-%m-%d"], help="Only those added on or after."),
+    ] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print them as CSV, to export.")] = False,
+) -> None:
+    """List the suppressed addresses with why and when (remove one: suppressions remove)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _errors():
+        from newsletter.lists.cells import CellWriter
+        from newsletter.lists.suppressions import list_suppressions
+
+        config = _config(ctx)
+        rows = list_suppressions(
+            config.suppressions_path, reason=reason, since=since.date() if since else None
+        )
+        if as_csv:
+            writer = CellWriter(sys.stdout, lineterminator="\n")
+            writer.writerow(["email", "reason", "added_at"])
+            for r in rows:
+                writer.writerow([r.email, r.reason, r.added_at])
+            return
+        out = console()
+        for row in rows:
+            out.print(
+                f"{printable(row.added_at[:10]):10}  {printable(row.email)}  "
+                f"{printable(row.reason)}",
+                markup=False,
+                highlight=False,
+            )
+        out.print(f"{len(rows)} suppressed in {show_path(config.suppressions_path)}", markup=False)
+
+
+@suppressions_app.command("remove")
+def suppressions_remove(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(help="The address to mail again.", show_default=False)],
+    why: Annotated[str, typer.Option("--why", help="Why, for the log.")] = "",
+) -> None:
+    """Take an address off the suppression list; logged with who and when."""
+    with _errors():
+        from newsletter.lists.suppressions import remove_suppression
+
+        removal = remove_suppression(_config(ctx), address, why=why)
+        console().print(
+            f"removed {printable(removal.email)} ({removal.rows} row{'s' * (removal.rows != 1)}); "
+            f"logged in {show_path(removal.log)}",
+            markup=False,
+        )
 
 
 def main() -> None:

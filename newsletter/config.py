@@ -79,6 +79,19 @@ class Schedule(_Model):
     weekday: Annotated[Weekday, BeforeValidator(_lower)] = "friday"
 
 
+class BounceSettings(_Model):
+    """Where returned mail comes back, and how much of it suppresses an address."""
+
+    #: The envelope sender of SMTP sends, whose mailbox `newsletter bounces` reads
+    #: [default: the from address].
+    address: Address | None = None
+    #: Give each SMTP recipient its own signed return path (VERP), so a bounce names its
+    #: recipient and issue even when the report does not.
+    verp: bool = False
+    #: Soft bounces (mailbox full, 4.x.x) in a row, across issues, that suppress an address.
+    soft_limit: int = Field(default=3, ge=1, le=100)
+
+
 class Settings(_Model):
     """What `newsletter.yaml` may hold; unknown keys are errors, so typos surface.
 
@@ -101,6 +114,7 @@ class Settings(_Model):
     schedule: Schedule = Schedule()
     #: RSS or Atom feeds the editor follows: `newsletter add --from-feeds` reads them.
     sources: Annotated[list[Url], BeforeValidator(lambda v: [] if v is None else v)] = []
+    bounces: BounceSettings = BounceSettings()
 
 
 @dataclass(frozen=True)

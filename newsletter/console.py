@@ -16,6 +16,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from newsletter.delivery.reputation import IssueFeedback
     from newsletter.delivery.send import Report
     from newsletter.delivery.status import IssueStatus
     from newsletter.errors import NewsletterError
@@ -91,6 +92,22 @@ def print_status(found: IssueStatus) -> None:
                 f"  {found.recipients[state]} {state}: {advice} (list: --show {state})",
                 markup=False,
             )
+    if found.after_send is not None:
+        print_after_send(found.after_send)
+
+
+def print_after_send(found: IssueFeedback) -> None:
+    """Bounces, complaints and unsubscribes of an issue, with rates and warnings."""
+    parts = [
+        (found.hard, "bounced (hard)"),
+        (found.soft, "bounced (soft)"),
+        (found.complained, "complained"),
+        (found.unsubscribed, "unsubscribed"),
+    ]
+    said = ", ".join(f"{n} {what} ({found.rate(n):.2%})" for n, what in parts)
+    console().print(f"After the send, of {found.sent} sent: {said}", markup=False)
+    for warning in found.warnings:
+        console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 def with_progress(

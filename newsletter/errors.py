@@ -12,6 +12,7 @@
     │   └── ForeignTokenError       ... or not made by this list's secret
     ├── LedgerError                 the ledger, or a send already running        (exit 1)
     ├── FetchError                  a page or feed `add` could not use: one line (exit 1)
+    ├── MailboxError                a bounce mailbox that cannot be read         (exit 1)
     ├── OutputError                 a file a send writes cannot be written       (exit 1)
     ├── SendRefused                 a real send refused before mailing anyone    (exit 1)
     ├── NothingSent                 a send that mailed nobody; carries its Report (exit 4)
@@ -125,6 +126,10 @@ class LedgerError(NewsletterError):
 
 class FetchError(NewsletterError):
     """A page or feed that could not be fetched or used; `add` reports it and goes on."""
+
+
+class MailboxError(NewsletterError):
+    """A bounce mailbox (Maildir, mbox, IMAP) that is missing, refused us, or went away."""
 
 
 class OutputError(NewsletterError):

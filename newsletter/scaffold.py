@@ -337,6 +337,13 @@ smtp:
   security: starttls                  # starttls, ssl or none
   user:                               # the login; empty: no login
   timeout: 30                         # seconds to wait for the server
+
+# Returned mail, read by `newsletter bounces MAILBOX` (an IMAP password comes from
+# NEWSLETTER_IMAP_PASSWORD).
+bounces:
+  address:                            # the SMTP return path; empty: from.email
+  verp: false                         # a signed return path per recipient and issue
+  soft_limit: 3                       # soft bounces in a row, across issues, that suppress
 """
 
 EXAMPLE_ISSUE = """\

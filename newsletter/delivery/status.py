@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from newsletter.config import Config
+from newsletter.delivery.reputation import IssueFeedback, issue_feedback
 from newsletter.errors import NoSendError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
 
@@ -30,6 +31,7 @@ class IssueStatus:
     recipients: Counter[str]  # by status: real deliveries
     #: The outbox's rehearsals, by status: mail no reader got, kept apart.
     rehearsal: Counter[str] = dataclasses.field(default_factory=Counter)
+    after_send: IssueFeedback | None = None  # bounces, complaints, unsubscribes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +40,7 @@ class IssueStatus:
             "recipients": {s: self.recipients[s] for s in ORDER},
             "rehearsal": {s: self.rehearsal[s] for s in ORDER},
             "sends": [dataclasses.asdict(s) for s in self.sends],
+            "after_send": self.after_send.to_json() if self.after_send else None,
         }
 
 
@@ -66,13 +69,15 @@ def _sends(ledger: Ledger, issue: str) -> list[SendRecord]:
 def issue_status(config: Config, issue: str) -> IssueStatus:
     """Every send of the issue with its manifest and counts, and its recipients by state."""
     with _open(config) as ledger:
-        return IssueStatus(
+        counts = ledger.counts(issue)
+        found = IssueStatus(
             issue,
             config.ledger_path,
             _sends(ledger, issue),
-            ledger.counts(issue),
+            counts,
             ledger.counts(issue, rehearsal=True),
         )
+    return dataclasses.replace(found, after_send=issue_feedback(config, issue, counts["sent"]))
 
 
 def backup_ledger(config: Config, dest: Path) -> None:

@@ -83,6 +83,13 @@ def link(base: str, token: str) -> str:
     return f"{base}{'&' if '?' in base else '?'}token={token}"
 
 
+def purpose_mac(secret: str, purpose: str, *parts: str, size: int = _MAC_BYTES) -> bytes:
+    """A MAC over `parts` under a key bound to `purpose`: what one use signs (a return
+    path, say) is never valid as another (an unsubscribe token)."""
+    key = hmac.new(secret.encode(), f"newsletter/{purpose}".encode(), hashlib.sha256).digest()
+    return hmac.new(key, "\0".join(parts).encode(), hashlib.sha256).digest()[:size]
+
+
 def signer_from_env(env: Mapping[str, str] | None, list_id: str, *, allow_local: bool) -> Signer:
     """The signer for a send: real sends need the secret; the outbox may use a marked local one."""
     secret = (env or {}).get(SECRET_ENV, "")

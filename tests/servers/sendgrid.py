@@ -39,6 +39,13 @@ request that reaches the server (even one to a wrong path) consumes a queued fau
     slow(seconds)                read the request, sleep, then process and answer as usual. A
                                  client that timed out meanwhile is still recorded as accepted.
 
+Suppression lists (GET, read-only): `add_suppressions(name, *rows)` stores rows for
+/v3/suppression/{bounces,blocks,invalid_emails,spam_reports,unsubscribes} (each row a dict
+with `email` and `created`, unix seconds, as SendGrid answers), served newest first and
+filtered by `start_time`/`end_time` (inclusive), paged by `limit` (at most 500) and `offset`;
+`add_group_suppressions(group_id, *emails)` for /v3/asm/groups/{id}/suppressions, which
+answers a plain list of addresses. `suppression_requests` lists every such path asked for.
+
 For a benchmark, `validate=False` skips the checks (the key is still checked) and `record=False`
 keeps nothing but counters (`requests`, `accepted_count`, `recipients`); with both, a body is
 not even parsed unless `count_recipients=True` asks for `recipients`.
@@ -60,6 +67,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +88,9 @@ TEST_API_KEY = "SG.test-key-for-the-loopback-server"
 SPEC_ENV = "NEWSLETTER_SENDGRID_SPEC"
 DEFAULT_SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "tsg_mail_v3.json"
 SEND_PATH = "/v3/mail/send"
+SUPPRESSION_LISTS = ("bounces", "blocks", "invalid_emails", "spam_reports", "unsubscribes")
+SUPPRESSION_PAGE_MAX = 500
+_GROUP_PATH = re.compile(r"^/v3/asm/groups/(\d+)/suppressions$")
 
 MAX_BODY_BYTES = 30_000_000  # SendGrid: "less than 30MB"; the stricter reading
 MAX_RECIPIENTS = 1000
@@ -499,6 +510,9 @@ class SendGridServer:
         self._handling = 0
         self._peak_handling = 0
         self._connections: set[socket.socket] = set()
+        self._suppressions: dict[str, list[dict[str, Any]]] = {n: [] for n in SUPPRESSION_LISTS}
+        self._group_suppressions: dict[int, list[str]] = {}
+        self.suppression_requests: list[str] = []
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0  # set by start()
@@ -553,6 +567,17 @@ class SendGridServer:
         """After the queue is empty, give each request a fault drawn from `kinds` with
         probability `rate`, reproducibly for `seed` (rate 0 turns it off)."""
         self._faults.random(seed, rate, kinds)
+
+    # suppression lists
+
+    def add_suppressions(self, name: str, *rows: Mapping[str, Any]) -> None:
+        """Store rows (`email`, `created` and the list's other fields) in a suppression list."""
+        with self._lock:
+            self._suppressions[name].extend(dict(row) for row in rows)
+
+    def add_group_suppressions(self, group_id: int, *emails: str) -> None:
+        with self._lock:
+            self._group_suppressions.setdefault(group_id, []).extend(emails)
 
     # what happened (snapshots, safe to read while requests run)
 
@@ -622,6 +647,8 @@ class SendGridServer:
 
     def _answer(self, method: str, path: str, headers: Message, raw: bytes | None) -> _Response:
         """The response to one request; records it if accepted."""
+        if method == "GET" and path.startswith(("/v3/suppression/", "/v3/asm/groups/")):
+            return self._suppression_answer(path, headers)
         if path.partition("?")[0] != SEND_PATH:
             return _error(404)
         if method != "POST":
@@ -650,6 +677,36 @@ class SendGridServer:
                     self._sandboxed.append(Accepted(body, "", _redacted(headers)))
             return _Response(200)
         return self._accept(body, recipients, headers)
+
+    def _suppression_answer(self, path: str, headers: Message) -> _Response:
+        """A page of a suppression list, as SendGrid's GET endpoints answer."""
+        authorization = headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(authorization, f"Bearer {self.api_key}".encode()):
+            return _error(401)
+        route, _, query = path.partition("?")
+        with self._lock:
+            self.suppression_requests.append(path)
+            group = _GROUP_PATH.match(route)
+            if group:
+                body: Any = list(self._group_suppressions.get(int(group.group(1)), []))
+                return _Response(200, json.dumps(body).encode())
+            name = route.removeprefix("/v3/suppression/")
+            if name not in self._suppressions:
+                return _error(404)
+            rows = list(self._suppressions[name])
+        params = {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
+        try:
+            start = int(params.get("start_time", 0))
+            end = int(params.get("end_time", 2**62))
+            limit = int(params.get("limit", SUPPRESSION_PAGE_MAX))
+            offset = int(params.get("offset", 0))
+        except ValueError:
+            return _error(400, "start_time, end_time, limit and offset must be integers")
+        if not 1 <= limit <= SUPPRESSION_PAGE_MAX or offset < 0:
+            return _error(400, f"limit must be 1 to {SUPPRESSION_PAGE_MAX}, offset 0 or more")
+        chosen = [r for r in rows if start <= int(r["created"]) <= end]
+        chosen.sort(key=lambda r: -int(r["created"]))
+        return _Response(200, json.dumps(chosen[offset : offset + limit]).encode())
 
     def _accept(self, body: Any, recipients: int, headers: Message) -> _Response:
         message_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
