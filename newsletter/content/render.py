@@ -31,6 +31,15 @@ from newsletter.errors import TemplateError
 PACKAGE_TEMPLATES = Path(__file__).parent.parent / "templates"
 HTML_TEMPLATE = "email.html"
 TEXT_TEMPLATE = "email.txt"
+#: The fixed words of the templates (a `language` setting will choose them).
+WORDS = {
+    "greeting": "Hi",
+    "greeting_fallback": "there",
+    "view_in_browser": "View this issue in your browser",
+    "view_in_browser_short": "View in browser",
+    "receiving": "You are receiving %s because you subscribed as %s.",
+    "unsubscribe": "Unsubscribe",
+}
 #: Gmail clips a message whose HTML is over 102 KB and hides the rest behind a link.
 GMAIL_CLIP_BYTES = 102 * 1024
 
@@ -125,7 +134,9 @@ def _context(issue: Issue, config: Config, slots: Slots, part: str) -> dict[str,
             "web_base_url": s.web_base_url,
             "from_name": s.from_.name or s.name,
             "language": "en",
+            "direction": "ltr",
         },
+        "words": WORDS,
         "view_url": config.issue_url(issue.id),
         "subscriber": view,
         "unsubscribe_url": view.get("unsubscribe_url"),
@@ -176,7 +187,8 @@ def inline_css(html: str) -> str:
             allow_network=False,
             disable_validation=True,
             # keep width="600" for Outlook; CSS max-width makes it fluid elsewhere
-            disable_basic_attributes=["width"],
+            # and no height="auto" on images (not a valid attribute value)
+            disable_basic_attributes=["width", "height"],
             cssutils_logging_level=logging.CRITICAL,
         ).transform()
     )
