@@ -103,6 +103,9 @@ def test_images_keep_their_size_and_alt_text_and_never_height_auto(ws: Path) -> 
     assert 'width="536"' in img.group(0) and 'height="302"' in img.group(0)
     assert 'alt="The new bridge at dusk, with its arches lit"' in img.group(0)
     assert 'height="auto"' not in page
+    # without it the height attribute fixes the height, and the image's aspect ratio then
+    # holds the cell at 536 px on a 320 px phone
+    assert "height:auto" in img.group(0)
     assert "[Image: The new bridge at dusk, with its arches lit]" in text
 
 
