@@ -18,6 +18,7 @@ import jinja2
 from newsletter.config import Config
 from newsletter.content import markup
 from newsletter.content.issue import Article, Issue
+from newsletter.content.language import Language
 from newsletter.content.personalise import (
     Filler,
     Slots,
@@ -31,15 +32,6 @@ from newsletter.errors import TemplateError
 PACKAGE_TEMPLATES = Path(__file__).parent.parent / "templates"
 HTML_TEMPLATE = "email.html"
 TEXT_TEMPLATE = "email.txt"
-#: The fixed words of the templates (a `language` setting will choose them).
-WORDS = {
-    "greeting": "Hi",
-    "greeting_fallback": "there",
-    "view_in_browser": "View this issue in your browser",
-    "view_in_browser_short": "View in browser",
-    "receiving": "You are receiving %s because you subscribed as %s.",
-    "unsubscribe": "Unsubscribe",
-}
 #: Gmail clips a message whose HTML is over 102 KB and hides the rest behind a link.
 GMAIL_CLIP_BYTES = 102 * 1024
 
@@ -56,14 +48,14 @@ class IssueView:
     """The issue as templates see it: sections flattened into groups, the date spelled out."""
 
     issue: Issue
+    language: Language = field(default_factory=Language)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.issue, name)
 
     @property
     def date_text(self) -> str:
-        d = self.issue.date
-        return f"{d.day} {d:%B %Y}"
+        return self.language.date(self.issue.date)
 
     @property
     def groups(self) -> list[Group]:
@@ -126,17 +118,18 @@ def environment(templates: Path | None) -> jinja2.Environment:
 def _context(issue: Issue, config: Config, slots: Slots, part: str) -> dict[str, Any]:
     s = config.settings
     view = SubscriberView(slots, part)
+    language = config.language
     return {
-        "issue": IssueView(issue),
+        "issue": IssueView(issue, language),
         "newsletter": {
             "name": s.name,
             "postal_address": s.postal_address,
             "web_base_url": s.web_base_url,
             "from_name": s.from_.name or s.name,
-            "language": "en",
-            "direction": "ltr",
+            "language": language.tag,
+            "direction": language.direction,
         },
-        "words": WORDS,
+        "words": language.words,
         "view_url": config.issue_url(issue.id),
         "subscriber": view,
         "unsubscribe_url": view.get("unsubscribe_url"),

@@ -35,6 +35,7 @@ from newsletter import __version__
 from newsletter.config import Config
 from newsletter.content import markup
 from newsletter.content.issue import Image, Issue, load_issue
+from newsletter.content.language import Language
 from newsletter.content.render import IssueView, _render, environment
 from newsletter.errors import IssueError, Problem, TemplateError, UsageError
 from newsletter.storage.ledger import Ledger
@@ -49,7 +50,6 @@ FAVICON = "favicon.svg"
 UPDATES = ".newsletter-updates.json"
 #: Marks a folder as this module's output and lists what it wrote there.
 MARKER = ".newsletter-archive"
-LANGUAGE = "en"
 #: Issues carry a date, not a time; noon UTC is that same date from UTC-12 to UTC+11.
 PUBLISHED_AT = dt.time(12, 0, tzinfo=dt.UTC)
 #: Entries in each feed, newest first: readers poll the feed, the archive keeps the rest.
@@ -68,6 +68,7 @@ class Entry:
     base_url: str | None
     changed: dt.datetime | None = None
     """When a build first saw this content, if that was after the issue's publication."""
+    language: Language = field(default_factory=Language)
 
     @property
     def id(self) -> str:
@@ -89,7 +90,7 @@ class Entry:
 
     @property
     def date_text(self) -> str:
-        return IssueView(self.issue).date_text
+        return IssueView(self.issue, self.language).date_text
 
     @property
     def published(self) -> dt.datetime:
@@ -152,7 +153,14 @@ def build_archive(
         public = issue.id in sent or issue.date < today
         if public or drafts:
             entries.append(
-                Entry(issue, issue.id in sent, not public, base, _changed(issue, seen, now))
+                Entry(
+                    issue,
+                    issue.id in sent,
+                    not public,
+                    base,
+                    _changed(issue, seen, now),
+                    config.language,
+                )
             )
         if not public:
             (result.drafts if drafts else result.left_out).append(issue.id)
@@ -257,7 +265,12 @@ def render_site(
     """Every file of the site by name; `entries` newest first."""
     s = config.settings
     common: dict[str, Any] = {
-        "newsletter": {"name": s.name, "language": LANGUAGE, "web_base_url": s.web_base_url},
+        "newsletter": {
+            "name": s.name,
+            "language": config.language.tag,
+            "direction": config.language.direction,
+            "web_base_url": s.web_base_url,
+        },
         "feeds": {"atom": ATOM, "rss": RSS} if feeds else None,
         "index": INDEX,
         "style": STYLE,
@@ -276,7 +289,7 @@ def render_site(
             {
                 **common,
                 "entry": entry,
-                "issue": IssueView(entry.issue),
+                "issue": IssueView(entry.issue, config.language),
                 "in_feed": False,
                 "newer": entries[i - 1] if i > 0 else None,
                 "older": entries[i + 1] if i + 1 < len(entries) else None,
@@ -286,7 +299,11 @@ def render_site(
         # drafts are for the editor's eyes: a feed reader would keep them forever
         recent = [e for e in entries if not e.draft][:FEED_ENTRIES]
         bodies = {
-            e.id: _render(env, "archive/body.html", {"issue": IssueView(e.issue), "in_feed": True})
+            e.id: _render(
+                env,
+                "archive/body.html",
+                {"issue": IssueView(e.issue, config.language), "in_feed": True},
+            )
             for e in recent
         }
         files[ATOM] = atom_feed(recent, config, bodies)
@@ -339,7 +356,7 @@ def atom_feed(entries: list[Entry], config: Config, bodies: Mapping[str, str]) -
         element.text = text
         return element
 
-    feed = ET.Element(f"{{{ATOM_NS}}}feed", {XML_LANG: LANGUAGE})
+    feed = ET.Element(f"{{{ATOM_NS}}}feed", {XML_LANG: config.language.tag})
     sub(feed, "id", f"{base}/")
     sub(feed, "title", s.name)
     sub(feed, "subtitle", f"Every issue of {s.name}")
@@ -378,7 +395,7 @@ def rss_feed(entries: list[Entry], config: Config, bodies: Mapping[str, str]) ->
     sub(channel, "title", s.name)
     sub(channel, "link", f"{base}/")
     sub(channel, "description", f"Every issue of {s.name}")
-    sub(channel, "language", LANGUAGE)
+    sub(channel, "language", config.language.tag)
     sub(channel, "lastBuildDate", format_datetime(_updated(entries)))
     sub(channel, "generator", f"newsletter {__version__}")
     ET.SubElement(
