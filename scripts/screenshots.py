@@ -64,7 +64,7 @@ def shoot_all(pages: list[Path], out: Path) -> list[Path]:
                     page = browser.new_page()
                     page.set_viewport_size({"width": width, "height": 800})
                     page.emulate_media(color_scheme=scheme)
-                    page.goto(html.as_uri())
+                    page.goto(html.resolve().as_uri())
                     png = out / f"{html.stem}-{width}-{scheme}.png"
                     page.screenshot(path=str(png), full_page=True)
                     scroll = page.evaluate("document.documentElement.scrollWidth")
