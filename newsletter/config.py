@@ -125,7 +125,9 @@ class Settings(_Model):
     #: A Babel locale: dates, the templates' fixed words and the text direction follow it.
     language: Annotated[Line, AfterValidator(_language)] = "en"
     #: The templates' fixed words, to change any of the language's defaults.
-    words: Annotated[dict[str, Line], AfterValidator(_words)] = {}
+    words: Annotated[
+        dict[str, Line], BeforeValidator(lambda v: {} if v is None else v), AfterValidator(_words)
+    ] = {}
 
 
 @dataclass(frozen=True)

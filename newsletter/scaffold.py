@@ -321,6 +321,15 @@ state_dir: .newsletter
 schedule:
   weekday: friday                     # monday ... sunday
 
+# The newsletter's language, a Babel locale (en, de, es, he, pt_BR, ...): dates, the
+# templates' fixed words and the text direction (rtl for Hebrew or Arabic) follow it.
+language: en
+
+# Change any fixed word of the templates: greeting, greeting_fallback, view_in_browser,
+# view_in_browser_short, receiving, unsubscribe, date_format (a CLDR pattern); e.g.
+#   greeting: Hello
+words:
+
 # The SendGrid provider (its key comes from SENDGRID_API_KEY).
 sendgrid:
   category: newsletter                # the category every message is tagged with

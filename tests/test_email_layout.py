@@ -96,16 +96,16 @@ def test_sections_are_headings_with_room_and_headlines_nest_under_them(ws: Path)
     assert {h.tag for h in tree.find_class("headline")} == {"h3"}
 
 
-def test_images_keep_their_size_and_alt_text_and_never_height_auto(ws: Path) -> None:
+def test_images_keep_their_width_and_alt_text_and_no_height(ws: Path) -> None:
     page, text = rendered(ws)
     img = re.search(r"<img [^>]*>", page)
     assert img is not None
-    assert 'width="536"' in img.group(0) and 'height="302"' in img.group(0)
+    # width for Outlook, which scales the height to it; no height attribute: Yahoo ignores
+    # CSS height, so one would stretch the picture on a phone, and in Chromium it holds the
+    # cell at 536 px through the image's aspect ratio
+    assert 'width="536"' in img.group(0) and "height" not in img.group(0)
     assert 'alt="The new bridge at dusk, with its arches lit"' in img.group(0)
     assert 'height="auto"' not in page
-    # without it the height attribute fixes the height, and the image's aspect ratio then
-    # holds the cell at 536 px on a 320 px phone
-    assert "height:auto" in img.group(0)
     assert "[Image: The new bridge at dusk, with its arches lit]" in text
 
 
