@@ -63,6 +63,7 @@ def test_words_in_the_config_win_and_regions_fall_back_to_their_language(
     [
         ("language: klingon\n", "unknown language 'klingon'"),
         ("words:\n  greting: Hey\n", "unknown words ['greting']"),
+        ("words:\n  receiving: Thanks, %s\n", "words.receiving needs two %s"),
     ],
 )
 def test_mistakes_are_config_errors(tmp_path: Path, extra: str, message: str) -> None:

@@ -109,4 +109,16 @@ def check_words(words: Mapping[str, str]) -> Mapping[str, str]:
     unknown = sorted(set(words) - set(ENGLISH))
     if unknown:
         raise ValueError(f"unknown words {unknown}: the templates use {sorted(ENGLISH)}")
+    receiving = words.get("receiving")
+    if receiving is not None and receiving.replace("%%", "").count("%s") != 2:
+        raise ValueError(
+            "words.receiving needs two %s, for the newsletter's name and the reader's address"
+        )
+    if words.get("date_format"):
+        from babel.dates import format_date
+
+        try:
+            format_date(dt.date(2025, 8, 1), words["date_format"], locale="en")
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise ValueError(f"words.date_format is not a CLDR date pattern: {exc}") from None
     return words
