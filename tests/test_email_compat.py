@@ -5,7 +5,8 @@ tests/data/caniemail.json holds, for each feature the templates use, the latest 
 support in each of those clients. Every CSS property in email.css and email-media.css
 must be in it (or named below as outside caniemail), and every gap it shows must be in
 ACCEPTED_GAPS with the reason we can live with it, so a new property or a client that
-stops supporting one fails here rather than in a reader's inbox.
+stops supporting one fails here rather than in a reader's inbox. The table is
+regenerated from a caniemail checkout by scripts/caniemail_table.py.
 """
 
 from __future__ import annotations
