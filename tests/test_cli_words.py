@@ -46,6 +46,8 @@ def test_help_shows_defaults(command: list[str], default: str) -> None:
         (["send"], "--test-to ADDRESS"),
         (["check"], "--link-timeout SECONDS"),
         ([], "--config FILE"),
+        (["status"], "--show STATE"),
+        (["backup"], "backup [OPTIONS] {FILE}"),
     ],
 )
 def test_placeholders_read_as_words(command: list[str], placeholder: str) -> None:
@@ -55,7 +57,8 @@ def test_placeholders_read_as_words(command: list[str], placeholder: str) -> Non
 
 
 def test_every_command_help_is_free_of_python_types_in_options() -> None:
-    for command in ("init", "new", "check", "render", "preview", "send", "status", "archive"):
+    commands = ("init", "new", "check", "render", "preview", "send", "backup", "status")
+    for command in (*commands, "unsubscribe", "archive"):
         options = help_of(command).split("Options:", 1)[1]
         assert not re.search(r"<(bool|path|str|int|float|list\[\w+\]|%[^>]*)>", options), command
 
