@@ -26,6 +26,7 @@ from newsletter import __version__
 from newsletter.console import (
     console,
     escape,
+    plural,
     print_error_json,
     print_report,
     print_status,
@@ -45,7 +46,10 @@ app = typer.Typer(
     name="newsletter",
     help="Write each issue as a YAML file, preview it, and send it to every subscriber once.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    # Click's plain help: typer's rich help reads "[default: ...]" in a help text as markup
+    # and drops it, and labels every flag <bool>.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 
@@ -104,8 +108,10 @@ def main_options(
         typer.Option(
             "--config",
             "-c",
-            help="newsletter.yaml to use (default: the nearest one "
-            "at or above the current folder).",
+            metavar="FILE",
+            help="newsletter.yaml to use [default: the nearest one at or above the current "
+            "folder].",
+            show_default=False,
         ),
     ] = None,
     version: Annotated[
@@ -117,18 +123,26 @@ def main_options(
 
 
 IssueArg = Annotated[
-    Path, typer.Argument(help="The issue file, e.g. issues/2025-08-01-north-korea.yaml.")
+    Path,
+    typer.Argument(
+        metavar="ISSUE", help="The issue file, e.g. issues/2025-08-01-north-korea.yaml."
+    ),
 ]
 TemplatesOpt = Annotated[
     Path | None,
-    typer.Option("--templates", help="Folder of templates that override the defaults."),
+    typer.Option(
+        "--templates", metavar="DIR", help="Folder of templates that override the defaults."
+    ),
 ]
 
 
 @app.command()
 def init(
     directory: Annotated[
-        Path, typer.Argument(help="The folder to set up; made if missing.", show_default=False)
+        Path,
+        typer.Argument(
+            metavar="DIR", help="The folder to set up; made if missing.", show_default=False
+        ),
     ],
 ) -> None:
     """Set up a new workspace: settings, templates, an example issue and a list."""
@@ -157,13 +171,16 @@ def init(
 @app.command()
 def new(
     ctx: typer.Context,
-    title: Annotated[str, typer.Argument(help="The issue's title.", show_default=False)],
+    title: Annotated[
+        str, typer.Argument(metavar="TITLE", help="The issue's title.", show_default=False)
+    ],
     date: Annotated[
         datetime | None,
         typer.Option(
             "--date",
             formats=["%Y-%m-%d"],
-            help="The issue's date, YYYY-MM-DD [default: the next schedule.weekday].",
+            metavar="DATE",
+            help="The issue's date [default: the next schedule.weekday].",
             show_default=False,
         ),
     ] = None,
@@ -268,7 +285,7 @@ def add(
 @app.command()
 def check(
     ctx: typer.Context,
-    issues: Annotated[list[Path], typer.Argument(help="Issue files to check.")],
+    issues: Annotated[list[Path], typer.Argument(metavar="ISSUE", help="Issue files to check.")],
     strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
     links: Annotated[
         bool,
@@ -279,7 +296,10 @@ def check(
         ),
     ] = False,
     link_timeout: Annotated[
-        float, typer.Option("--link-timeout", min=0.1, help="Seconds to wait for each link.")
+        float,
+        typer.Option(
+            "--link-timeout", min=0.1, metavar="SECONDS", help="Seconds to wait for each link."
+        ),
     ] = 10.0,
     templates: TemplatesOpt = None,
 ) -> None:
@@ -329,7 +349,9 @@ def check(
                     clean = clean and result.level == "info"
             if clean:
                 out.print(f"[green]ok[/green] {escape(str(path))}")
-        out.print(f"{len(issues)} checked: {errors} errors, {warnings} warnings")
+        out.print(
+            f"{len(issues)} checked: {plural(errors, 'error')}, {plural(warnings, 'warning')}"
+        )
         if errors or (strict and warnings):
             raise typer.Exit(int(ExitCode.ERROR))
 
@@ -369,7 +391,14 @@ def render(
     ctx: typer.Context,
     issue: IssueArg,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder [default: build/].")
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="Output folder [default: build/].",
+            show_default=False,
+        ),
     ] = None,
     templates: TemplatesOpt = None,
 ) -> None:
@@ -384,7 +413,7 @@ def render(
             say.print(f"wrote {show_path(path)}", markup=False)
         say.print(
             f"HTML {result.rendered.html_bytes / 1024:.1f} KB, "
-            f"{len(result.issue.all_articles())} articles"
+            f"{plural(len(result.issue.all_articles()), 'article')}"
         )
         for warning in result.warnings:
             console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
@@ -406,7 +435,10 @@ def preview(
         ),
     ] = False,
     port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="Port for --serve (0: any free port).")
+        int,
+        typer.Option(
+            "--port", min=0, max=65535, metavar="PORT", help="Port for --serve (0: any free port)."
+        ),
     ] = 8025,
     templates: TemplatesOpt = None,
 ) -> None:
@@ -444,21 +476,32 @@ def send(
     ctx: typer.Context,
     issue: IssueArg,
     to: Annotated[
-        Path | None, typer.Option("--to", help="The subscriber list (CSV).", show_default=False)
+        Path | None,
+        typer.Option("--to", metavar="FILE", help="The subscriber list (CSV).", show_default=False),
     ] = None,
     provider: Annotated[
         str | None,
-        typer.Option("--provider", "-p", help="outbox, smtp or sendgrid [default: from config]."),
+        typer.Option(
+            "--provider",
+            "-p",
+            metavar="NAME",
+            help="outbox, smtp or sendgrid [default: provider in newsletter.yaml].",
+            show_default=False,
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Send nothing; show who would get what.")
     ] = False,
     test_to: Annotated[
-        str | None, typer.Option("--test-to", help="Send one copy, marked [TEST], to ADDRESS.")
+        str | None,
+        typer.Option(
+            "--test-to", metavar="ADDRESS", help="Send one copy, marked [TEST], to ADDRESS."
+        ),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="Only subscribers with this tag (repeatable).")
+        list[str] | None,
+        typer.Option("--tag", metavar="TAG", help="Only subscribers with this tag (repeatable)."),
     ] = None,
     retry_unknown: Annotated[
         bool,
@@ -532,10 +575,10 @@ def send(
             print_report(preview, False, False)
             refuse(preview)
             what = "validate" if sandbox else "send"
+            recipients = plural(preview.to_send, "recipient")
             try:
                 confirmed = typer.confirm(
-                    f"{what.capitalize()} {preview.subject!r} to {preview.to_send} recipients "
-                    f"via {name}?",
+                    f"{what.capitalize()} {preview.subject!r} to {recipients} via {name}?",
                     default=False,
                 )
             except typer.Abort:  # Ctrl-C (or end of input) at the prompt
@@ -593,6 +636,7 @@ def backup(
     dest: Annotated[
         Path,
         typer.Argument(
+            metavar="FILE",
             help="Where to write the copy, e.g. backups/ledger-2025-08-01.sqlite; never "
             "overwritten.",
             show_default=False,
@@ -616,13 +660,16 @@ def status(
     issue: Annotated[
         str,
         typer.Argument(
-            help="The issue file or its id, e.g. 2025-08-01-north-korea.", show_default=False
+            metavar="ISSUE",
+            help="The issue file or its id, e.g. 2025-08-01-north-korea.",
+            show_default=False,
         ),
     ],
     show: Annotated[
         str | None,
         typer.Option(
             "--show",
+            metavar="STATE",
             help="Print the recipients in one state as CSV: sent, unknown, pending, failed "
             "or rejected.",
         ),
@@ -667,6 +714,7 @@ def unsubscribe(
     requests: Annotated[
         list[str],
         typer.Argument(
+            metavar="REQUEST",
             help="Unsubscribe tokens, links or mail subjects; - reads them from stdin, one a line.",
             show_default=False,
         ),
@@ -700,7 +748,10 @@ def unsubscribe(
 def archive(
     ctx: typer.Context,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder [default: site/].")
+        Path | None,
+        typer.Option(
+            "--out", "-o", metavar="DIR", help="Output folder [default: site/].", show_default=False
+        ),
     ] = None,
     drafts: Annotated[
         bool, typer.Option("--drafts", help="Include issues not sent yet and not past their date.")
@@ -717,7 +768,7 @@ def archive(
         drafts_note = f", {len(result.drafts)} of them drafts" if result.drafts else ""
         say.print(
             f"wrote {show_path(result.out)}/: {', '.join(result.site_files)} "
-            f"and {pages} issue page{'s' * (pages != 1)}{drafts_note}",
+            f"and {plural(pages, 'issue page')}{drafts_note}",
             markup=False,
         )
         if result.left_out:

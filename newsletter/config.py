@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from newsletter.content import yamldoc
 from newsletter.content.issue import Line, Url
+from newsletter.content.language import Language
 from newsletter.errors import ConfigError, ProblemList
 
 CONFIG_NAME = "newsletter.yaml"
@@ -44,6 +45,19 @@ def _https(value: str) -> str:
             "must be an https:// URL (mail clients require it for one-click unsubscribe)"
         )
     return value.rstrip("/")
+
+
+def _language(value: str) -> str:
+    from newsletter.content.language import check_code
+
+    return check_code(value)
+
+
+def _words(value: dict[str, str]) -> dict[str, str]:
+    from newsletter.content.language import check_words
+
+    check_words(value)
+    return value
 
 
 Address = Annotated[str, AfterValidator(_address)]
@@ -115,6 +129,12 @@ class Settings(_Model):
     #: RSS or Atom feeds the editor follows: `newsletter add --from-feeds` reads them.
     sources: Annotated[list[Url], BeforeValidator(lambda v: [] if v is None else v)] = []
     bounces: BounceSettings = BounceSettings()
+    #: A Babel locale: dates, the templates' fixed words and the text direction follow it.
+    language: Annotated[Line, AfterValidator(_language)] = "en"
+    #: The templates' fixed words, to change any of the language's defaults.
+    words: Annotated[
+        dict[str, Line], BeforeValidator(lambda v: {} if v is None else v), AfterValidator(_words)
+    ] = {}
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,10 @@ class Config:
     path: Path
     settings: Settings
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def language(self) -> Language:
+        return Language(self.settings.language, self.settings.words)
 
     @property
     def templates_dir(self) -> Path | None:

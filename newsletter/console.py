@@ -1,6 +1,7 @@
 """How results look in a terminal: reports, tables and the progress bar of `newsletter`.
 
-Only the CLI calls this; the library returns reports and raises errors, and never prints.
+Only the CLI prints through this; the library returns reports and raises errors, and
+never prints (it borrows `plural()` so its messages' counts agree with their nouns).
 Rich is imported inside each function, so a command that prints little pays little.
 """
 
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     from newsletter.errors import NewsletterError
 
 T = TypeVar("T")
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 recipient`, `2 recipients`: a count with its noun, never "1 warnings"."""
+    return f"{count:,} {word if count == 1 else many or word + 's'}"
 
 
 #: What a terminal would obey rather than show: C0 and C1 controls (ESC starts the
@@ -196,13 +202,14 @@ def print_report(report: Report, as_json: bool, verbose: bool) -> None:
     row("Subject", report.subject)
     where = f" -> {report.outbox}" if report.outbox else ""
     row("Provider", report.provider + where)
-    row("List", f"{report.list_path}: {report.rows} rows, {report.recipients} recipients")
+    rows, recipients = plural(report.rows, "row"), plural(report.recipients, "recipient")
+    row("List", f"{report.list_path}: {rows}, {recipients}")
     if report.dry_run:
-        row("Would send", f"{report.to_send} in {report.batches} batches")
+        row("Would send", f"{report.to_send} in {plural(report.batches, 'batch', 'batches')}")
     else:
         row(
             "Sent",
-            f"{report.sent} in {report.batches} batches"
+            f"{report.sent} in {plural(report.batches, 'batch', 'batches')}"
             + (f" ({report.retries} retried)" if report.retries else "")
             + (f", {report.sent / report.seconds:,.0f}/s" if report.seconds > 0 else ""),
         )
@@ -219,7 +226,7 @@ def print_report(report: Report, as_json: bool, verbose: bool) -> None:
             row("", f"{count} {label}")
     if report.skipped:
         reasons = ", ".join(f"{n} {reason}" for reason, n in report.skipped.most_common())
-        row("Skipped", f"{sum(report.skipped.values())} rows: {reasons}")
+        row("Skipped", f"{plural(sum(report.skipped.values()), 'row')}: {reasons}")
         if report.skipped_file:
             row(
                 "",

@@ -323,6 +323,15 @@ sources:
   # - https://www.example.org/world/rss.xml
   # - https://news.example.net/feeds/atom
 
+# The newsletter's language, a Babel locale (en, de, es, he, pt_BR, ...): dates, the
+# templates' fixed words and the text direction (rtl for Hebrew or Arabic) follow it.
+language: en
+
+# Change any fixed word of the templates: greeting, greeting_fallback, view_in_browser,
+# view_in_browser_short, receiving, unsubscribe, date_format (a CLDR pattern); e.g.
+#   greeting: Hello
+words:
+
 # The SendGrid provider (its key comes from SENDGRID_API_KEY).
 sendgrid:
   category: newsletter                # the category every message is tagged with

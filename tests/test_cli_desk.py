@@ -57,7 +57,7 @@ def test_check_links_reports_broken_ones_with_their_place(
     out = " ".join(result.output.split())
     assert f"error: issues/2025-08-08-links.yaml:8: articles[0].url: {link_server}/gone: 404" in out
     assert "/fine" not in out
-    assert "1 checked: 1 errors, 0 warnings" in out
+    assert "1 checked: 1 error, 0 warnings" in out
 
 
 def test_preview_serve_runs_until_interrupted(tmp_path: Path) -> None:

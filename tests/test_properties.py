@@ -264,7 +264,7 @@ class _Tags(HTMLParser):
 
 # What the templates and CommonMark (raw HTML off) can produce; editor text adds no other tag.
 ALLOWED_TAGS = {
-    *("html", "head", "meta", "title", "style", "body", "div", "table", "tr", "td", "p"),
+    *("html", "head", "meta", "title", "style", "body", "div", "span", "table", "tr", "td", "p"),
     *("h1", "h2", "h3", "h4", "h5", "h6", "a", "img", "br", "strong", "em", "code", "pre"),
     *("ul", "ol", "li", "blockquote", "hr"),
 }

@@ -182,7 +182,7 @@ def test_render_check_and_dry_run_work_in_a_new_workspace(
 
     result = runner.invoke(app, ["send", issue, "--to", "subscribers.csv", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "Would send  1 in 1 batches" in result.output
+    assert "Would send  1 in 1 batch" in result.output
     assert not (root / "outbox").exists()
 
     result = runner.invoke(app, ["new", "Next week"])

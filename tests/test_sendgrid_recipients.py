@@ -70,7 +70,9 @@ def test_names_with_list_separators_go_quoted_and_are_delivered(
     greeting = next(
         d for d in sendgrid_server.deliveries() if d.email == "katherine@example.org"
     ).contents["text/plain"]
-    assert "Johnson, Katherine" in greeting and '"Johnson' not in greeting  # the text is as is
+    # The quoting is the header's only: the text greets by the given name of "Last, First",
+    # as is.
+    assert " Katherine," in greeting and '"Johnson' not in greeting and '"Katherine' not in greeting
 
 
 def test_an_internationalised_domain_goes_out_in_its_ascii_form(

@@ -25,6 +25,11 @@ PREHEADER_MAX = 140
 VAGUE_LINK_TEXT = {"click here", "here", "click", "link", "this link", "this", "more"}
 _LEFTOVER = re.compile(r"\bTK\b|\bTODO\b|\bFIXME\b|\blorem ipsum\b|\bXXX\b", re.IGNORECASE)
 _PLACEHOLDER_HOSTS = ("example.org", "example.com", "example.net")
+#: The longest run without a space that fits a 320-pixel phone at the body's 16 px.
+RUN_MAX = 32
+_RUN = re.compile(rf"\S{{{RUN_MAX + 1},}}")
+#: What a reader never sees of Markdown: link and image targets.
+_TARGET = re.compile(r"\]\([^)\s]*(?:\s+\"[^\"]*\")?\)|\]\[[^\]]*\]|<https?://[^>]+>")
 
 
 Level = Literal["error", "warning"]
@@ -126,6 +131,18 @@ def preflight(issue: Issue, rendered: Rendered, config: Config) -> list[Finding]
     for loc, text in texts + markdown:
         if match := _LEFTOVER.search(text):
             add("error", loc, f"leftover placeholder {match.group(0)!r}")
+    for loc, text in texts + markdown:
+        visible = _TARGET.sub("]", text) if (loc, text) in markdown else text
+        if match := _RUN.search(visible):
+            run = match.group(0)
+            shown = run if len(run) <= 50 else run[:47] + "..."
+            add(
+                "warning",
+                loc,
+                f"{shown!r} is {len(run)} characters without a space: phones break it "
+                "mid-word and Yahoo Mail widens the whole mail for it; link it with words "
+                "([the story](https://...)) or add spaces",
+            )
     for loc, text in markdown:
         for href, label in markup.links(text):
             if not _is_http(href) and not href.startswith("mailto:"):

@@ -66,6 +66,10 @@ class _Model(BaseModel):
 class Image(_Model):
     url: Url
     alt: Line = Field(description="What the image shows, for screen readers and blocked images.")
+    # The image file's own size, when the editor knows it: pages reserve the space before
+    # it loads, and the mail gets a height that matches its 536-pixel width.
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
 
 
 class Article(_Model):

@@ -19,7 +19,11 @@ _SAFE_SCHEMES = ("http://", "https://", "mailto:")
 @lru_cache(maxsize=2)
 def _md(strict: bool = True) -> MarkdownIt:
     """The renderer; `strict=False` keeps every link so the preflight can point at bad ones."""
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    # linkify: a bare URL becomes a link (and a place a mail client may wrap it). Only URLs
+    # with their scheme: fuzzy matching would turn "Node.js" or "Ask.fm" in a summary into links.
+    md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False})
+    md.enable("linkify")
+    md.linkify.set({"fuzzy_link": False, "fuzzy_email": False})
     if strict:
         md.validateLink = lambda url: url.strip().lower().startswith(_SAFE_SCHEMES)  # type: ignore[method-assign]
     else:

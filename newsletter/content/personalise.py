@@ -21,7 +21,7 @@ from markupsafe import Markup
 from newsletter.errors import TemplateError
 
 #: Fields every subscriber has; anything else must be a column of the subscriber list.
-BUILTIN_FIELDS = ("email", "name", "unsubscribe_url")
+BUILTIN_FIELDS = ("email", "name", "first_name", "unsubscribe_url")
 
 
 class Part(StrEnum):
@@ -145,9 +145,23 @@ class Filler:
         return [slot for _, slot in self.positions]
 
 
+def first_name(fields: Mapping[str, str]) -> str:
+    """The name to greet someone by: the `first_name` column, else the given name in a
+    "Last, First" `name`, else the whole `name`: never "Hi Johnson, Katherine,"."""
+    if given := fields.get("first_name", "").strip():
+        return given
+    name = " ".join(fields.get("name", "").split())
+    if "," in name:
+        return name.split(",", 1)[1].strip()
+    return name
+
+
 def slot_values(slots: Slots, fields: Mapping[str, str]) -> list[str]:
     """The raw value of each slot for one subscriber, falling back where a field is empty."""
-    return [fields.get(s.field) or s.fallback for s in slots.slots]
+    return [
+        (first_name(fields) if s.field == "first_name" else fields.get(s.field)) or s.fallback
+        for s in slots.slots
+    ]
 
 
 _SPECIAL = re.compile("[&<>\"']")

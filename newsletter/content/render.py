@@ -18,6 +18,7 @@ import jinja2
 from newsletter.config import Config
 from newsletter.content import markup
 from newsletter.content.issue import Article, Issue
+from newsletter.content.language import Language
 from newsletter.content.personalise import (
     Filler,
     Part,
@@ -48,14 +49,14 @@ class IssueView:
     """The issue as templates see it: sections flattened into groups, the date spelled out."""
 
     issue: Issue
+    language: Language = field(default_factory=Language)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.issue, name)
 
     @property
     def date_text(self) -> str:
-        d = self.issue.date
-        return f"{d.day} {d:%B %Y}"
+        return self.language.date(self.issue.date)
 
     @property
     def groups(self) -> list[Group]:
@@ -118,15 +119,18 @@ def environment(templates: Path | None) -> jinja2.Environment:
 def _context(issue: Issue, config: Config, slots: Slots, part: Part) -> dict[str, Any]:
     s = config.settings
     view = SubscriberView(slots, part)
+    language = config.language
     return {
-        "issue": IssueView(issue),
+        "issue": IssueView(issue, language),
         "newsletter": {
             "name": s.name,
             "postal_address": s.postal_address,
             "web_base_url": s.web_base_url,
             "from_name": s.from_.name or s.name,
-            "language": "en",
+            "language": language.tag,
+            "direction": language.direction,
         },
+        "words": language.words,
         "view_url": config.issue_url(issue.id),
         "subscriber": view,
         "unsubscribe_url": view.get("unsubscribe_url"),
@@ -177,7 +181,8 @@ def inline_css(html: str) -> str:
             allow_network=False,
             disable_validation=True,
             # keep width="600" for Outlook; CSS max-width makes it fluid elsewhere
-            disable_basic_attributes=["width"],
+            # and no height="auto" on images (not a valid attribute value)
+            disable_basic_attributes=["width", "height"],
             cssutils_logging_level=logging.CRITICAL,
         ).transform()
     )

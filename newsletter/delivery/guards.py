@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from newsletter.console import plural
 from newsletter.content.check import preflight
 from newsletter.delivery.campaign import Campaign
 from newsletter.storage.ledger import Ledger, is_rehearsal
@@ -70,7 +71,7 @@ def sent_under_another_id(
         when = record.started_at[:16].replace("T", " ")
         found.append(
             f"this issue was already sent as {record.issue} (send {record.id}, {when} UTC, "
-            f"{count} recipients mailed): {why}. A renamed file is a new issue id, so "
+            f"{plural(count, 'recipient')} mailed): {why}. A renamed file is a new issue id, so "
             f"everyone would get it again; if it really is a new issue, add {AS_NEW_ISSUE_FLAG}"
         )
     return found

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from newsletter import __version__
 from newsletter.config import Config, redact, secrets
+from newsletter.console import plural
 from newsletter.content.render import PACKAGE_TEMPLATES
 from newsletter.delivery.batches import BatchSender, Retries
 from newsletter.delivery.campaign import Campaign, prepare
@@ -242,8 +243,9 @@ def _changed_since(
         return []
     mailed = ledger.sent_per_send(issue)
     return [
-        f"{what} changed since send {send_id} ({when} UTC), which mailed {mailed[send_id]} "
-        "recipients: they have the earlier version, anyone mailed now gets this one"
+        f"{what} changed since send {send_id} ({when} UTC), which mailed "
+        f"{plural(mailed[send_id], 'recipient')}: they have the earlier version, anyone mailed "
+        "now gets this one"
         for send_id, (what, when) in changed.items()
         if mailed.get(send_id)
     ]
@@ -328,19 +330,18 @@ def _nobody_mailed(report: Report, list_path: Path, options: SendOptions) -> str
         if report.rows == 0:
             return f"{list_path} has no subscribers: nobody {verb}"
         reasons = ", ".join(f"{n} {reason}" for reason, n in report.skipped.most_common())
+        every = "the only row" if report.rows == 1 else f"every one of the {report.rows:,} rows"
         where = f"; every skipped row is in {report.skipped_file}" if report.skipped_file else ""
         tags = (
             f" (--tag {' --tag '.join(options.tags)}: check the spelling)"
             if options.tags and report.skipped.get("not tagged")
             else ""
         )
-        return (
-            f"every one of the {report.rows} rows of {list_path} was skipped ({reasons})"
-            f"{tags}: nobody {verb}{where}"
-        )
+        return f"{every} of {list_path} was skipped ({reasons}){tags}: nobody {verb}{where}"
     return (
-        f"nobody was mailed: of {report.to_send} recipients, {report.unknown} have an unknown "
-        f"outcome, {report.failed} failed and {report.rejected} were refused; "
+        f"nobody was mailed: of {plural(report.to_send, 'recipient')}, {report.unknown} "
+        f"{'has' if report.unknown == 1 else 'have'} an unknown outcome, {report.failed} failed "
+        f"and {report.rejected} {'was' if report.rejected == 1 else 'were'} refused; "
         "`newsletter status` shows who"
     )
 

@@ -4,8 +4,10 @@
     (pure: values in, file contents out) -> publish the folder in one swap
 
 An issue is published once the ledger says someone received it, or once its date is
-past; `--drafts` adds the rest, marked as drafts. The page of an issue is
-`<issue-id>.html`, the name every mail's "view in browser" link points at
+past; `--drafts` adds the rest, marked as drafts on the pages and never in the feeds.
+An entry's `updated` time is the moment a build first saw its current content (a hash
+kept in the site's UPDATES file), so a corrected issue shows again in feed readers.
+The page of an issue is `<issue-id>.html`, the name every mail's "view in browser" link points at
 (`Config.issue_url`). The site is built in a fresh folder beside the target and swapped
 in, so a failed build leaves the previous site whole. It replaces only a folder that it
 made itself: one holding files it did not write is refused.
@@ -14,6 +16,8 @@ made itself: one holding files it did not write is refused.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -30,7 +34,8 @@ import jinja2
 from newsletter import __version__
 from newsletter.config import Config
 from newsletter.content import markup
-from newsletter.content.issue import Issue, load_issue
+from newsletter.content.issue import Image, Issue, load_issue
+from newsletter.content.language import Language
 from newsletter.content.render import IssueView, _render, environment
 from newsletter.errors import IssueError, Problem, TemplateError, UsageError
 from newsletter.storage.ledger import Ledger
@@ -40,9 +45,11 @@ INDEX = "index.html"
 STYLE = "style.css"
 ATOM = "feed.xml"
 RSS = "rss.xml"
+FAVICON = "favicon.svg"
+#: Each issue's content hash and the time it was first built with it, for feed `updated`.
+UPDATES = ".newsletter-updates.json"
 #: Marks a folder as this module's output and lists what it wrote there.
 MARKER = ".newsletter-archive"
-LANGUAGE = "en"
 #: Issues carry a date, not a time; noon UTC is that same date from UTC-12 to UTC+11.
 PUBLISHED_AT = dt.time(12, 0, tzinfo=dt.UTC)
 #: Entries in each feed, newest first: readers poll the feed, the archive keeps the rest.
@@ -59,6 +66,9 @@ class Entry:
     sent: bool
     draft: bool
     base_url: str | None
+    changed: dt.datetime | None = None
+    """When a build first saw this content, if that was after the issue's publication."""
+    language: Language = field(default_factory=Language)
 
     @property
     def id(self) -> str:
@@ -80,11 +90,24 @@ class Entry:
 
     @property
     def date_text(self) -> str:
-        return IssueView(self.issue).date_text
+        return IssueView(self.issue, self.language).date_text
 
     @property
     def published(self) -> dt.datetime:
         return dt.datetime.combine(self.issue.date, PUBLISHED_AT)
+
+    @property
+    def updated(self) -> dt.datetime:
+        return max(self.published, self.changed) if self.changed else self.published
+
+    @property
+    def digest(self) -> str:
+        return content_digest(self.issue)
+
+    @property
+    def image(self) -> Image | None:
+        """The first article's image: the picture a shared link shows."""
+        return next((a.image for a in self.issue.all_articles() if a.image), None)
 
 
 @dataclass
@@ -103,7 +126,7 @@ class ArchiveResult:
     def site_files(self) -> list[str]:
         """The files other than the issue pages: the index, the style sheet, the feeds."""
         pages = {f"{issue_id}.html" for issue_id in self.published}
-        return [name for name in self.files if name not in pages]
+        return [name for name in self.files if name not in pages and name[0] != "."]
 
 
 def build_archive(
@@ -112,6 +135,7 @@ def build_archive(
     *,
     drafts: bool = False,
     today: dt.date | None = None,
+    now: dt.datetime | None = None,
     templates: Path | None = None,
 ) -> ArchiveResult:
     """Build the site into `out` (default `site/`): pages, index, style sheet and feeds."""
@@ -119,6 +143,8 @@ def build_archive(
     issues = load_issues(config.issues_dir)
     sent = sent_issues(config, [i.id for i in issues])
     today = today or dt.date.today()
+    now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    seen = previous_updates(out)
     base = config.settings.web_base_url
     base = base.rstrip("/") if base else None
     result = ArchiveResult(out=out)
@@ -126,7 +152,16 @@ def build_archive(
     for issue in sorted(issues, key=lambda i: (i.date, i.id), reverse=True):
         public = issue.id in sent or issue.date < today
         if public or drafts:
-            entries.append(Entry(issue, issue.id in sent, not public, base))
+            entries.append(
+                Entry(
+                    issue,
+                    issue.id in sent,
+                    not public,
+                    base,
+                    _changed(issue, seen, now),
+                    config.language,
+                )
+            )
         if not public:
             (result.drafts if drafts else result.left_out).append(issue.id)
     result.published = [e.id for e in entries]
@@ -140,6 +175,40 @@ def build_archive(
     publish(out, files)
     result.files = list(files)
     return result
+
+
+def content_digest(issue: Issue) -> str:
+    return hashlib.sha256(issue.model_dump_json().encode("utf-8")).hexdigest()
+
+
+def previous_updates(out: Path) -> dict[str, dict[str, str]]:
+    """What the last build into `out` recorded: issue id -> its content hash and time."""
+    try:
+        data = json.loads((out / UPDATES).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _changed(issue: Issue, seen: Mapping[str, Any], now: dt.datetime) -> dt.datetime | None:
+    """`now` if the issue's content differs from the last build's, else what it recorded."""
+    before = seen.get(issue.id)
+    if not isinstance(before, dict):
+        return None  # first seen: updated when published
+    if before.get("sha256") != content_digest(issue):
+        return now
+    try:
+        return dt.datetime.fromisoformat(str(before.get("changed")))
+    except ValueError:
+        return None
+
+
+def _updates_file(entries: list[Entry]) -> str:
+    record = {
+        e.id: {"sha256": e.digest, "changed": e.changed.isoformat() if e.changed else None}
+        for e in entries
+    }
+    return json.dumps(record, indent=1, sort_keys=True) + "\n"
 
 
 def load_issues(folder: Path) -> list[Issue]:
@@ -196,14 +265,22 @@ def render_site(
     """Every file of the site by name; `entries` newest first."""
     s = config.settings
     common: dict[str, Any] = {
-        "newsletter": {"name": s.name, "language": LANGUAGE, "web_base_url": s.web_base_url},
+        "newsletter": {
+            "name": s.name,
+            "language": config.language.tag,
+            "direction": config.language.direction,
+            "web_base_url": s.web_base_url,
+        },
         "feeds": {"atom": ATOM, "rss": RSS} if feeds else None,
         "index": INDEX,
         "style": STYLE,
+        "favicon": FAVICON,
     }
     files = {
         INDEX: _render(env, "archive/index.html", {**common, "entries": entries}),
         STYLE: _source(env, "archive/style.css"),
+        FAVICON: _render(env, "archive/favicon.svg", common),
+        UPDATES: _updates_file(entries),
     }
     for i, entry in enumerate(entries):
         files[entry.page] = _render(
@@ -212,16 +289,21 @@ def render_site(
             {
                 **common,
                 "entry": entry,
-                "issue": IssueView(entry.issue),
+                "issue": IssueView(entry.issue, config.language),
                 "in_feed": False,
                 "newer": entries[i - 1] if i > 0 else None,
                 "older": entries[i + 1] if i + 1 < len(entries) else None,
             },
         )
     if feeds:
-        recent = entries[:FEED_ENTRIES]
+        # drafts are for the editor's eyes: a feed reader would keep them forever
+        recent = [e for e in entries if not e.draft][:FEED_ENTRIES]
         bodies = {
-            e.id: _render(env, "archive/body.html", {"issue": IssueView(e.issue), "in_feed": True})
+            e.id: _render(
+                env,
+                "archive/body.html",
+                {"issue": IssueView(e.issue, config.language), "in_feed": True},
+            )
             for e in recent
         }
         files[ATOM] = atom_feed(recent, config, bodies)
@@ -252,7 +334,7 @@ def _rfc3339(moment: dt.datetime) -> str:
 
 def _updated(entries: list[Entry]) -> dt.datetime:
     if entries:
-        return max(e.published for e in entries)
+        return max(e.updated for e in entries)
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
@@ -274,7 +356,7 @@ def atom_feed(entries: list[Entry], config: Config, bodies: Mapping[str, str]) -
         element.text = text
         return element
 
-    feed = ET.Element(f"{{{ATOM_NS}}}feed", {XML_LANG: LANGUAGE})
+    feed = ET.Element(f"{{{ATOM_NS}}}feed", {XML_LANG: config.language.tag})
     sub(feed, "id", f"{base}/")
     sub(feed, "title", s.name)
     sub(feed, "subtitle", f"Every issue of {s.name}")
@@ -288,7 +370,7 @@ def atom_feed(entries: list[Entry], config: Config, bodies: Mapping[str, str]) -
         entry = sub(feed, "entry")
         sub(entry, "id", f"tag:{host},{e.issue.date.isoformat()}:{quote(e.id, safe='')}")
         sub(entry, "title", e.issue.title)
-        sub(entry, "updated", _rfc3339(e.published))
+        sub(entry, "updated", _rfc3339(e.updated))
         sub(entry, "published", _rfc3339(e.published))
         sub(entry, "link", rel="alternate", type="text/html", href=e.url or e.href)
         if summary := _summary(e.issue):
@@ -313,7 +395,7 @@ def rss_feed(entries: list[Entry], config: Config, bodies: Mapping[str, str]) ->
     sub(channel, "title", s.name)
     sub(channel, "link", f"{base}/")
     sub(channel, "description", f"Every issue of {s.name}")
-    sub(channel, "language", LANGUAGE)
+    sub(channel, "language", config.language.tag)
     sub(channel, "lastBuildDate", format_datetime(_updated(entries)))
     sub(channel, "generator", f"newsletter {__version__}")
     ET.SubElement(

@@ -53,6 +53,8 @@ _STEM_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 # Markdown that a teaser must not carry into the issue: it is text, not markup.
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>]|&(?=#|[A-Za-z][A-Za-z0-9]*;))")
 _LINE_START = re.compile(r"^(\s*\d*)([-+=#.)])")
+#: A scheme's colon: escaped, a URL in a teaser stays text rather than becoming a link.
+_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)")
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ def last_sent_date(config: Config) -> dt.date | None:
 
 def escape_markdown(text: str) -> str:
     """`text` as Markdown that renders as exactly this text: no links, emphasis or markup."""
-    escaped = _MARKDOWN.sub(r"\\\1", text)
+    escaped = _SCHEME.sub(r"\1\\:", _MARKDOWN.sub(r"\\\1", text))
     return _LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", escaped)
 
 
