@@ -178,9 +178,18 @@ class SMTPProvider:
                 f"the SMTP server {self.where} took the message but the connection was lost "
                 f"before it answered ({type(exc).__name__}); it may or may not be delivered"
             ) from None
-        if code != 250:
-            raise self._refused("end of DATA", code, reply)
-        return _text(reply)
+        if 200 <= code < 300:
+            return _text(reply)
+        if not 400 <= code < 600:
+            # "OK queued as 12345", a code that means nothing: the server may well have taken
+            # it, so the message is not sent again; the conversation is lost, so is the connection.
+            self._drop()
+            raise UnknownOutcomeError(
+                f"the SMTP server {self.where} took the message and answered "
+                f"{redact(_text(reply), self._secrets)!r}, which is not an SMTP reply; it may "
+                "or may not be delivered"
+            )
+        raise self._refused("end of DATA", code, reply)
 
     def close(self) -> None:
         if self._conn is not None:
