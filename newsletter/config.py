@@ -74,6 +74,8 @@ class SMTPSettings(_Model):
     security: Literal["starttls", "ssl", "none"] = "starttls"
     user: Line | None = None
     timeout: float = Field(default=30.0, gt=0)
+    #: Connections open at once (listmonk's max_conns): each carries its own messages.
+    connections: int = Field(default=4, ge=1, le=32)
 
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]

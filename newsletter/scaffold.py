@@ -335,6 +335,7 @@ smtp:
   security: starttls                  # starttls, ssl or none
   user:                               # the login; empty: no login
   timeout: 30                         # seconds to wait for the server
+  connections: 4                      # connections open at once, 1-32 (8 for a distant relay)
 """
 
 EXAMPLE_ISSUE = """\

@@ -715,7 +715,8 @@ def test_a_refused_connection_is_failed_and_the_next_run_sends_to_everyone_once(
             sleep=lambda s: None,
         )
     assert info.value.report.sent == 0
-    assert set(ledger_counts(ws)) == {"failed"}  # provably not delivered
+    # provably not delivered; SMTP marks each message as it leaves, and none left
+    assert set(ledger_counts(ws)) == ({"failed"} if provider == "sendgrid" else set())
     with SendGridServer(API_KEY) as sendgrid, SMTPServer() as smtp:
         live = {"smtp": smtp_env(smtp.port), "sendgrid": sg_env(sendgrid)}[provider]
         report = send_issue(

@@ -10,6 +10,7 @@ Retrying lives here, once, for every provider.
 from __future__ import annotations
 
 import random
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +50,21 @@ def retry_delay(
     ceiling = min(retries.max_backoff, retries.backoff * 2 ** (attempt - 1))
     wait = random.uniform(0, ceiling)
     return max(wait, (retry_after or 0.0) - since)
+
+
+class _Marks:
+    """Per-message ledger marks from the worker threads, through their own connection."""
+
+    def __init__(self, ledger: Ledger, lock: threading.Lock, batch_id: int, issue: str) -> None:
+        self.ledger, self.lock, self.batch_id, self.issue = ledger, lock, batch_id, issue
+
+    def pending(self, recipient: Recipient) -> None:
+        with self.lock:
+            self.ledger.mark_pending(self.batch_id, self.issue, recipient.key, recipient.email)
+
+    def sent(self, key: str, provider_id: str) -> None:
+        with self.lock:
+            self.ledger.mark_sent(self.batch_id, key, provider_id)
 
 
 @dataclass
@@ -94,6 +110,19 @@ class BatchSender:
         self.unknown_streak = 0
         self.hard_bounces: list[tuple[str, str]] = []
         self.out: deque[Flight] = deque()  # requests out, oldest first
+        # A provider that sends a batch as a series of messages marks each in the ledger as it
+        # goes, from the worker threads, through a second connection of their own.
+        self.per_message = bool(getattr(provider, "marks_each_message", False)) and bool(ledger)
+        self._marks_ledger: Ledger | None = None
+        self._marks_lock = threading.Lock()
+        if self.per_message and ledger is not None:
+            self._marks_ledger = Ledger(ledger.path, threads=True)
+
+    def close(self) -> None:
+        """Close the workers' ledger connection, once no request is out."""
+        if self._marks_ledger is not None:
+            self._marks_ledger.close()
+            self._marks_ledger = None
 
     def send(self, batch: Sequence[Recipient], total: int | None) -> None:
         """Send a batch once there is room: the oldest request out is settled first."""
@@ -118,8 +147,13 @@ class BatchSender:
 
     def start(self, batch: Sequence[Recipient], attempt: int = 1) -> Flight:
         """Record the batch as pending, then send it on the worker thread."""
-        pairs = [(r.key, r.email) for r in batch]
-        batch_id = self.ledger.begin_batch(self.send_id, self.issue, pairs) if self.ledger else 0
+        if self.ledger is None:
+            batch_id = 0
+        elif self.per_message:
+            batch_id = self.ledger.open_batch(self.send_id, self.issue, len(batch))
+        else:
+            pairs = [(r.key, r.email) for r in batch]
+            batch_id = self.ledger.begin_batch(self.send_id, self.issue, pairs)
         self.report.batches += 1
         flight = Flight(batch, batch_id, attempt)
         flight.future = self.pool.submit(self._send, flight)
@@ -128,6 +162,9 @@ class BatchSender:
     def _send(self, flight: Flight) -> Sent:
         """On a worker thread: the request, and when its answer (or error) came."""
         try:
+            if self._marks_ledger is not None:
+                marks = _Marks(self._marks_ledger, self._marks_lock, flight.batch_id, self.issue)
+                return self.provider.send(flight.batch, marks)  # type: ignore[call-arg]
             return self.provider.send(flight.batch)
         finally:
             flight.answered = self.clock()
@@ -184,7 +221,46 @@ class BatchSender:
                 self.report.unknown += len(batch)
                 raise
             self._record(flight, result, total)
-            return
+            rest = [r for r in batch if r.key in result.unsent]
+            if result.unknown:
+                self.unknown_streak += 1
+                if self.unknown_streak >= self.retries.max_unknown_in_a_row:
+                    self.report.failed += len(rest)
+                    reason = next(iter(result.unknown.values()))
+                    raise SendStopped(
+                        self._clean(
+                            f"{reason}. That is {self.unknown_streak} batches in a row with a "
+                            "message left without an answer, so the send stopped; check the "
+                            "provider, then rerun (recipients whose outcome is unknown are "
+                            "resent only with --retry-unknown)"
+                        ),
+                        self.report,
+                    )
+            if not rest:
+                return
+            # The batch stopped part-way (SMTP): what was not sent is retried, or stops the send.
+            error = result.error or TransientProviderError("the batch stopped early")
+            if not isinstance(error, TransientProviderError):
+                self.report.failed += len(rest)
+                raise SendStopped(self._clean(str(error)), self.report)
+            progress = len(rest) + len(result.unknown) + len(result.rejected) < len(batch)
+            attempt = 1 if progress else flight.attempt + 1
+            if attempt > self.retries.max_attempts:
+                self.report.failed += len(rest)
+                raise SendStopped(
+                    self._clean(
+                        f"{error}; gave up after {flight.attempt} tries. Those recipients did "
+                        "not get the issue: run the same command later to send to everyone who "
+                        "has not"
+                    ),
+                    self.report,
+                )
+            self.report.retries += 1
+            self.sleep(retry_delay(self.retries, attempt, error.retry_after, self._since(flight)))
+            flight = self.start(rest, attempt)
+
+    def _since(self, flight: Flight) -> float:
+        return 0.0 if flight.answered is None else self.clock() - flight.answered
 
     def abandon(self, flight: Flight) -> None:
         """The send is stopping with a request out: wait for it and record it, no retries."""
@@ -202,16 +278,32 @@ class BatchSender:
             raise
         else:
             self._record(flight, result, None)
+            self.report.failed += len(result.unsent)
 
     def _record(self, flight: Flight, result: Sent, total: int | None) -> None:
         batch = flight.batch
-        self.unknown_streak = 0
+        if not result.unknown:
+            self.unknown_streak = 0
+        sent = len(batch) - len(result.rejected) - len(result.unknown) - len(result.unsent)
         if self.ledger:
+            each: dict[str, tuple[str, str | None, str | None]] = {
+                key: ("sent", provider_id, None) for key, provider_id in result.provider_ids.items()
+            }
+            each.update((k, ("unknown", None, self._clean(v))) for k, v in result.unknown.items())
+            each.update((k, ("failed", None, self._clean(v))) for k, v in result.unsent.items())
+            status = "sent" if sent or len(result.rejected) == len(batch) else "failed"
+            if status == "failed" and result.unknown:
+                status = "unknown"
             self.ledger.finish_batch(
-                flight.batch_id, "sent", provider_id=result.provider_id, rejected=result.rejected
+                flight.batch_id,
+                status,
+                provider_id=result.provider_id,
+                rejected=result.rejected,
+                each=each,
             )
-        self.report.sent += len(batch) - len(result.rejected)
+        self.report.sent += sent
         self.report.rejected += len(result.rejected)
+        self.report.unknown += len(result.unknown)
         if result.hard_bounces:
             emails = {r.key: r.email for r in batch}
             self.hard_bounces += [(emails[k], result.rejected[k]) for k in result.hard_bounces]

@@ -32,6 +32,7 @@ from newsletter.errors import (
     NewsletterError,
     ProviderError,
     TemplateError,
+    UnknownOutcomeError,
 )
 from newsletter.lists.subscribers import (
     Skipped,
@@ -97,6 +98,10 @@ def suppressions_path(config: Config, options: SendOptions) -> Path:
 
 
 def batch_size(config: Config, provider: str) -> int:
+    if provider == "smtp":
+        from newsletter.delivery.providers.smtp import BATCH_SIZE
+
+        return BATCH_SIZE
     return config.settings.sendgrid.batch_size if provider == "sendgrid" else 1
 
 
@@ -384,6 +389,8 @@ def send_issue(
             finally:
                 if pool is not None:
                     pool.shutdown(wait=True)
+                if sender is not None:
+                    sender.close()
             stream.close()
             report.skipped_file = skip_log.close()
             if provider is not None:
@@ -417,6 +424,10 @@ def send_test(config: Config, issue_path: Path, address: str, options: SendOptio
     provider = open_provider(options.provider, campaign)
     try:
         result = provider.send([campaign.recipient(email, "")])
+        if result.unknown:
+            raise UnknownOutcomeError(next(iter(result.unknown.values())))
+        if result.error is not None:
+            raise result.error
     except ProviderError as exc:
         report.stopped = redact(str(exc), secrets(config))
         raise SendStopped(report.stopped, report) from None

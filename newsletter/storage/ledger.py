@@ -187,7 +187,8 @@ def _placeholders(n: int) -> str:
 class Ledger:
     """The send record of every issue, in one SQLite file; use it as a context manager."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, threads: bool = False) -> None:
+        """`threads`: the connection may be used from other threads (one at a time)."""
         self.path = path
         self._own_sends: set[int] = set()
         try:
@@ -196,7 +197,9 @@ class Ledger:
             raise LedgerError(f"{path}: cannot create the ledger's folder: {e.strerror}") from e
         with self._translate():
             # isolation_level=None: we open every transaction ourselves, with BEGIN IMMEDIATE.
-            self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self._conn = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=not threads
+            )
         try:
             with self._translate():
                 self._open()
@@ -410,6 +413,40 @@ class Ledger:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
         return batch_id
 
+    def open_batch(self, send_id: int, issue: str, size: int) -> int:
+        """A batch whose recipients are marked one by one (`mark_pending`), as each message
+        leaves: SMTP sends a batch's messages one after the other, so a process killed
+        part-way leaves only the message in flight unknown, not the whole batch."""
+        with self._translate(), self._transaction() as conn:
+            return self._insert_batch(conn, send_id, issue, size, _now())
+
+    def mark_pending(self, batch_id: int, issue: str, key: str, email: str) -> None:
+        """One recipient of an open batch is about to be sent: the fsynced mark, as in
+        `begin_batch`. A key already ``sent`` or ``rejected`` raises LedgerError."""
+        now = _now()
+        with self._translate():
+            self._conn.execute("PRAGMA synchronous = FULL")
+            try:
+                with self._transaction() as conn:
+                    pairs = json.dumps([[key, email]])
+                    if conn.execute(_UPSERT_PENDING, (issue, batch_id, now, pairs)).rowcount != 1:
+                        raise LedgerError(
+                            f"issue {issue}: {key} is already {SENT} or {REJECTED}, refusing "
+                            "to mail it again"
+                        )
+            finally:
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+
+    def mark_sent(self, batch_id: int, key: str, provider_id: str) -> None:
+        """One recipient of an open batch was accepted: recorded at once, not fsynced (a
+        killed process keeps it; a power cut may turn it back into pending, then unknown)."""
+        with self._translate(), self._transaction() as conn:
+            conn.execute(
+                "UPDATE deliveries SET status = 'sent', provider_id = ?, updated_at = ? "
+                "WHERE batch_id = ? AND key = ? AND status = 'pending'",
+                (provider_id, _now(), batch_id, key),
+            )
+
     def _insert_batch(
         self, conn: sqlite3.Connection, send_id: int, issue: str, size: int, now: str
     ) -> int:
@@ -432,11 +469,14 @@ class Ledger:
         provider_id: str | None = None,
         error: str | None = None,
         rejected: Mapping[str, str] | None = None,
+        each: Mapping[str, tuple[str, str | None, str | None]] | None = None,
     ) -> None:
         """Record the provider's answer for a whole batch, in one transaction.
 
         ``status`` (sent, failed or unknown) applies to every recipient of the batch except the
-        keys in ``rejected`` (key -> the provider's reason), which become ``rejected``.
+        keys in ``rejected`` (key -> the provider's reason), which become ``rejected``, and the
+        keys in ``each`` (key -> status, provider id, error): a batch of SMTP messages has an
+        outcome per message.
         """
         if status not in FINISHED_BATCH_STATUSES:
             raise ValueError(
@@ -471,6 +511,17 @@ class Ledger:
                         f"{self.path}: batch {batch_id} was told of rejected recipients that "
                         "are not in it"
                     )
+            if each:
+                if any(s not in FINISHED_BATCH_STATUSES for s, _id, _error in each.values()):
+                    raise ValueError(f"a recipient finishes as one of {FINISHED_BATCH_STATUSES}")
+                # Keys of an open batch that never left have no row, and those already
+                # marked sent are not pending: both are left as they are.
+                conn.executemany(
+                    "UPDATE deliveries SET status = ?, provider_id = ?, error = ?, "
+                    "updated_at = ? WHERE issue = ? AND key = ? AND batch_id = ? "
+                    "AND status = 'pending'",
+                    [(s, p, e, now, issue, k, batch_id) for k, (s, p, e) in each.items()],
+                )
             conn.execute(
                 "UPDATE deliveries SET status = ?, provider_id = ?, error = ?, updated_at = ? "
                 "WHERE batch_id = ? AND status = 'pending'",

@@ -11,8 +11,10 @@ writes of several replies, one that does not shows writes of one.
     pipelining=False          do not advertise PIPELINING (answers are still grouped per read)
     end_replies={n: line}     the raw line (no code needed: "OK queued as 12345") answered at
                               the end of DATA of the n-th message (counted from 1 over the
-                              server's life) instead of "250 2.0.0 Ok: queued as N"; DROP:
-                              store the message, write what was already answered, then close
+                              server's life) instead of "250 2.0.0 Ok: queued as N" (a 4xx or
+                              5xx line does not keep the message); DROP: store the message,
+                              write what was already answered, then close. A 421 anywhere
+                              closes the connection after it is written.
     rcpt_replies={addr: line} the raw line answered at RCPT TO for that address, every time
     mail_replies={n: line}    the raw line answered at the n-th MAIL FROM (counted from 1)
 """
@@ -71,6 +73,10 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is not None:
                 replies.append(reply.encode() + b"\r\n")
+                if reply.startswith("421"):  # closing, as a server shutting down does
+                    self._flush(replies)
+                    self.transport.close()
+                    return
         self._flush(replies)
 
     def _flush(self, replies: list[bytes]) -> None:
@@ -86,11 +92,12 @@ class _Protocol(asyncio.Protocol):
                 return None
             server.received += 1
             n = server.received
-            server.messages.append(
-                Message(s.mail_from or "", list(s.rcpt_tos), b"\r\n".join(s.lines) + b"\r\n")
-            )
+            answer = server.end_replies.get(n, f"250 2.0.0 Ok: queued as Q{n}")
+            if not answer.startswith(("4", "5")):  # refused messages are not kept
+                data = b"\r\n".join(s.lines) + b"\r\n"
+                server.messages.append(Message(s.mail_from or "", list(s.rcpt_tos), data))
             self.session = _Session()
-            return server.end_replies.get(n, f"250 2.0.0 Ok: queued as Q{n}")
+            return answer
         verb, _, arg = line.decode("utf-8", "replace").partition(" ")
         verb = verb.upper()
         if verb == "EHLO":
