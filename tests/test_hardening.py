@@ -651,7 +651,7 @@ def smtp_received(server: SMTPServer) -> Counter[str]:
 def test_a_send_killed_mid_message_leaves_it_unknown_and_its_lock_blocks_nothing(
     tmp_path: Path,
 ) -> None:
-    ws = workspace(tmp_path / "ws", 6)
+    ws = workspace(tmp_path / "ws", 6, "smtp:\n  connections: 1\n")  # one message in flight
     holding = _HoldingSMTP()
     try:
         proc = start_send(ws, smtp_env(holding.port), "-p", "smtp", "--json")
@@ -736,7 +736,7 @@ def test_a_refused_connection_is_failed_and_the_next_run_sends_to_everyone_once(
 
 
 def test_a_second_send_of_the_same_issue_is_refused_while_the_first_runs(tmp_path: Path) -> None:
-    ws = workspace(tmp_path / "ws", 5)
+    ws = workspace(tmp_path / "ws", 5, "smtp:\n  connections: 1\n")  # one message in flight
     holding = _HoldingSMTP()
     try:
         first = start_send(ws, smtp_env(holding.port), "-p", "smtp", "--json")

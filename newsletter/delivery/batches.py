@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from newsletter.config import redact
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.providers import Provider, Sent
+from newsletter.delivery.ratelimit import Limiter
 from newsletter.delivery.report import Progress, Report, SendStopped
 from newsletter.errors import (
+    LedgerError,
     NewsletterError,
     PermanentProviderError,
+    RateLimitReached,
     TransientProviderError,
     UnknownOutcomeError,
 )
@@ -52,19 +55,72 @@ def retry_delay(
     return max(wait, (retry_after or 0.0) - since)
 
 
-class _Marks:
-    """Per-message ledger marks from the worker threads, through their own connection."""
+class _Waiting:
+    def __init__(self) -> None:
+        self.done = False
+        self.error: LedgerError | None = None
 
-    def __init__(self, ledger: Ledger, lock: threading.Lock, batch_id: int, issue: str) -> None:
-        self.ledger, self.lock, self.batch_id, self.issue = ledger, lock, batch_id, issue
+
+class _GroupMarks:
+    """Per-message ledger marks from the worker threads, through their own connection.
+
+    A pending mark must be on disk before its message leaves: one fsync. Marks asked for
+    while a commit is under way wait for the next one, which carries them all, and the
+    sent marks ride along: with several connections, one fsync covers a message on each.
+    """
+
+    def __init__(self, ledger: Ledger, issue: str) -> None:
+        self.ledger, self.issue = ledger, issue
+        self.cond = threading.Condition()
+        self.pending: list[tuple[int, str, str, _Waiting]] = []
+        self.sent: list[tuple[int, str, str]] = []
+        self.busy = False
+
+    def mark(self, batch_id: int, recipient: Recipient) -> None:
+        me = _Waiting()
+        with self.cond:
+            self.pending.append((batch_id, recipient.key, recipient.email, me))
+            while not me.done:
+                if self.busy:
+                    self.cond.wait()
+                    continue
+                self.busy = True
+                group, self.pending = self.pending, []
+                sent, self.sent = self.sent, []
+                self.cond.release()
+                error = None
+                try:
+                    self.ledger.mark_messages(self.issue, [g[:3] for g in group], sent)
+                except LedgerError as exc:
+                    error = exc
+                finally:
+                    self.cond.acquire()
+                    for *_, waiting in group:
+                        waiting.done, waiting.error = True, error
+                    self.busy = False
+                    self.cond.notify_all()
+        if me.error is not None:
+            raise me.error
+
+    def mark_sent(self, batch_id: int, key: str, provider_id: str) -> None:
+        """Written with the next commit; the batch's settlement writes it in any case."""
+        with self.cond:
+            self.sent.append((batch_id, key, provider_id))
+
+
+class _Marks:
+    """The marks for one batch."""
+
+    def __init__(self, group: _GroupMarks, batch_id: int, limiter: Limiter | None) -> None:
+        self.group, self.batch_id, self.limiter = group, batch_id, limiter
 
     def pending(self, recipient: Recipient) -> None:
-        with self.lock:
-            self.ledger.mark_pending(self.batch_id, self.issue, recipient.key, recipient.email)
+        if self.limiter is not None:
+            self.limiter.acquire(1)
+        self.group.mark(self.batch_id, recipient)
 
     def sent(self, key: str, provider_id: str) -> None:
-        with self.lock:
-            self.ledger.mark_sent(self.batch_id, key, provider_id)
+        self.group.mark_sent(self.batch_id, key, provider_id)
 
 
 @dataclass
@@ -110,13 +166,16 @@ class BatchSender:
         self.unknown_streak = 0
         self.hard_bounces: list[tuple[str, str]] = []
         self.out: deque[Flight] = deque()  # requests out, oldest first
+        #: The provider's cap, shared by every connection and request (`rate_limit`).
+        self.limiter: Limiter | None = None
         # A provider that sends a batch as a series of messages marks each in the ledger as it
         # goes, from the worker threads, through a second connection of their own.
         self.per_message = bool(getattr(provider, "marks_each_message", False)) and bool(ledger)
         self._marks_ledger: Ledger | None = None
-        self._marks_lock = threading.Lock()
+        self._group: _GroupMarks | None = None
         if self.per_message and ledger is not None:
             self._marks_ledger = Ledger(ledger.path, threads=True)
+            self._group = _GroupMarks(self._marks_ledger, issue)
 
     def close(self) -> None:
         """Close the workers' ledger connection, once no request is out."""
@@ -147,6 +206,11 @@ class BatchSender:
 
     def start(self, batch: Sequence[Recipient], attempt: int = 1) -> Flight:
         """Record the batch as pending, then send it on the worker thread."""
+        if self.limiter is not None and not self.per_message:
+            try:
+                self.limiter.acquire(len(batch))  # per message, as each leaves, for SMTP
+            except RateLimitReached as exc:
+                raise SendStopped(self._clean(str(exc)), self.report) from None
         if self.ledger is None:
             batch_id = 0
         elif self.per_message:
@@ -162,8 +226,8 @@ class BatchSender:
     def _send(self, flight: Flight) -> Sent:
         """On a worker thread: the request, and when its answer (or error) came."""
         try:
-            if self._marks_ledger is not None:
-                marks = _Marks(self._marks_ledger, self._marks_lock, flight.batch_id, self.issue)
+            if self._group is not None:
+                marks = _Marks(self._group, flight.batch_id, self.limiter)
                 return self.provider.send(flight.batch, marks)  # type: ignore[call-arg]
             return self.provider.send(flight.batch)
         finally:

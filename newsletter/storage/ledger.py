@@ -101,6 +101,16 @@ WHERE deliveries.status NOT IN ('sent', 'rejected')
 """
 
 
+_UPSERT_ONE_PENDING = """
+INSERT INTO deliveries (issue, key, email, status, batch_id, updated_at)
+VALUES (?, ?, ?, 'pending', ?, ?)
+ON CONFLICT (issue, key) DO UPDATE SET
+    email = excluded.email, status = 'pending', batch_id = excluded.batch_id,
+    provider_id = NULL, error = NULL, updated_at = excluded.updated_at
+WHERE deliveries.status NOT IN ('sent', 'rejected')
+"""
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What one send sent, by content hash: enough to tell later exactly what went out."""
@@ -414,38 +424,46 @@ class Ledger:
         return batch_id
 
     def open_batch(self, send_id: int, issue: str, size: int) -> int:
-        """A batch whose recipients are marked one by one (`mark_pending`), as each message
+        """A batch whose recipients are marked one by one (`mark_messages`), as each message
         leaves: SMTP sends a batch's messages one after the other, so a process killed
         part-way leaves only the message in flight unknown, not the whole batch."""
         with self._translate(), self._transaction() as conn:
             return self._insert_batch(conn, send_id, issue, size, _now())
 
-    def mark_pending(self, batch_id: int, issue: str, key: str, email: str) -> None:
-        """One recipient of an open batch is about to be sent: the fsynced mark, as in
-        `begin_batch`. A key already ``sent`` or ``rejected`` raises LedgerError."""
+    def mark_messages(
+        self,
+        issue: str,
+        pending: Sequence[tuple[int, str, str]],
+        sent: Sequence[tuple[int, str, str]] = (),
+    ) -> None:
+        """Recipients of open batches about to be sent, (batch id, key, email), marked
+        ``pending`` in one fsynced commit, as `begin_batch` does; and others already
+        accepted, (batch id, key, provider id), marked ``sent`` in the same commit.
+
+        Several connections share one commit this way (a group commit): an fsync per
+        message would cap a send at one message per fsync. A key already ``sent`` or
+        ``rejected`` raises LedgerError and nothing is written.
+        """
         now = _now()
         with self._translate():
             self._conn.execute("PRAGMA synchronous = FULL")
             try:
                 with self._transaction() as conn:
-                    pairs = json.dumps([[key, email]])
-                    if conn.execute(_UPSERT_PENDING, (issue, batch_id, now, pairs)).rowcount != 1:
+                    changed = conn.executemany(
+                        _UPSERT_ONE_PENDING, [(issue, k, e, b, now) for b, k, e in pending]
+                    ).rowcount
+                    if changed != len(pending):
                         raise LedgerError(
-                            f"issue {issue}: {key} is already {SENT} or {REJECTED}, refusing "
-                            "to mail it again"
+                            f"issue {issue}: a recipient is already {SENT} or {REJECTED}, "
+                            "refusing to mail it again"
                         )
+                    conn.executemany(
+                        "UPDATE deliveries SET status = 'sent', provider_id = ?, updated_at = ? "
+                        "WHERE batch_id = ? AND key = ? AND status = 'pending'",
+                        [(p, now, b, k) for b, k, p in sent],
+                    )
             finally:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
-
-    def mark_sent(self, batch_id: int, key: str, provider_id: str) -> None:
-        """One recipient of an open batch was accepted: recorded at once, not fsynced (a
-        killed process keeps it; a power cut may turn it back into pending, then unknown)."""
-        with self._translate(), self._transaction() as conn:
-            conn.execute(
-                "UPDATE deliveries SET status = 'sent', provider_id = ?, updated_at = ? "
-                "WHERE batch_id = ? AND key = ? AND status = 'pending'",
-                (provider_id, _now(), batch_id, key),
-            )
 
     def _insert_batch(
         self, conn: sqlite3.Connection, send_id: int, issue: str, size: int, now: str
@@ -599,6 +617,18 @@ class Ledger:
                 (issue,),
             )
             return dict(rows.fetchall())
+
+    def sent_since(self, provider: str, since: datetime) -> list[float]:
+        """When (epoch seconds) each recipient sent through `provider` after `since` was
+        recorded, every issue: what a daily cap has already counted."""
+        with self._translate():
+            rows = self._conn.execute(
+                "SELECT d.updated_at FROM deliveries AS d JOIN batches AS b ON d.batch_id = b.id "
+                "JOIN sends AS s ON b.send_id = s.id WHERE s.provider = ? AND d.status = 'sent' "
+                "AND d.updated_at > ?",
+                (provider, since.isoformat(timespec="milliseconds")),
+            )
+            return [datetime.fromisoformat(row[0]).timestamp() for row in rows]
 
     def was_sent(self, issue: str) -> bool:
         """Whether anyone received the issue: the web archive publishes only sent issues."""
