@@ -332,6 +332,7 @@ def send(
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
     with _errors():
         from newsletter.delivery.providers import NAMES
+        from newsletter.delivery.ratelimit import rate_limit
         from newsletter.delivery.send import SendOptions, SendStopped, send_issue, send_test
         from newsletter.delivery.send import dry_run as plan
 
@@ -376,9 +377,11 @@ def send(
             ):
                 raise typer.Exit(int(ExitCode.ERROR))
         try:
+            limit = rate_limit(config, name)
             report = with_progress(
                 lambda progress: send_issue(config, issue, to, options, on_progress=progress),
                 enabled=not as_json,
+                label=f"sending (at most {limit.text})" if limit else "sending",
             )
         except SendStopped as exc:
             print_report(exc.report, as_json, verbose)

@@ -46,6 +46,16 @@ Address = Annotated[str, AfterValidator(_address)]
 HttpsUrl = Annotated[Url, AfterValidator(_https)]
 
 
+def _rate(value: str) -> str:
+    from newsletter.delivery.ratelimit import parse_rate
+
+    parse_rate(value)  # ValueError says what a rate looks like
+    return value.strip()
+
+
+RateText = Annotated[str, AfterValidator(_rate)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,6 +76,8 @@ class SendGridSettings(_Model):
     batch_size: int = Field(default=1000, ge=1, le=1000)
     #: Requests out at once: the API takes 100-300 ms to answer each one.
     concurrent_requests: int = Field(default=4, ge=1, le=16)
+    #: The plan's cap on messages, e.g. "600/min" or "50000/day"; empty: none.
+    rate_limit: RateText | None = None
 
 
 class SMTPSettings(_Model):
@@ -76,6 +88,8 @@ class SMTPSettings(_Model):
     timeout: float = Field(default=30.0, gt=0)
     #: Connections open at once (listmonk's max_conns): each carries its own messages.
     connections: int = Field(default=4, ge=1, le=32)
+    #: The relay's cap on messages, e.g. "10/s", "600/min", "50000/day"; empty: none.
+    rate_limit: RateText | None = None
 
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]

@@ -13,7 +13,9 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
@@ -26,6 +28,7 @@ from newsletter.delivery.campaign import Campaign, prepare
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
 from newsletter.delivery.providers import Provider, open_provider
+from newsletter.delivery.ratelimit import Limiter, RateLimit, rate_limit
 from newsletter.delivery.report import Progress, Report, SendStopped
 from newsletter.errors import (
     ConfigError,
@@ -302,8 +305,25 @@ def dry_run(
         report.previews.append(str(write_atomic(out / "index.html", html)))
         report.previews.append(str(write_atomic(out / "index.txt", text)))
     report.batches = math.ceil(report.to_send / batch_size(config, options.provider))
+    limit = rate_limit(config, options.provider)
+    if limit is not None:
+        report.rate_limit = f"{limit.text} ({options.provider}.rate_limit)"
+        with Ledger(config.ledger_path) if config.ledger_path.exists() else nullcontext() as led:
+            already = len(_earlier(limit, led, options.provider))
+        report.rate_seconds = limit.duration(report.to_send, already)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _earlier(limit: RateLimit, ledger: Ledger | None, provider: str) -> list[float]:
+    """For a cap over hours or a day: what earlier sends through the provider used of it."""
+    if ledger is None or limit.period < 3600:
+        return []
+    return ledger.sent_since(provider, datetime.now(UTC) - timedelta(seconds=limit.period))
+
+
+def _limiter(limit: RateLimit, ledger: Ledger, provider: str) -> Limiter:
+    return Limiter(limit, f"{provider}.rate_limit", _earlier(limit, ledger, provider))
 
 
 def send_issue(
@@ -366,9 +386,18 @@ def send_issue(
                 pool,
             )
             total = estimate_rows(list_path)
+            limit = rate_limit(config, options.provider)
+            if limit is not None:
+                sender.limiter = _limiter(limit, ledger, options.provider)
             recipients = _classify(stream, report, ledger, campaign, options, skip_log)
             # Reading the next batch (the generator) overlaps the requests out.
-            for batch in _chunks(recipients, provider.batch_size):
+            size = provider.batch_size
+            if options.provider == "smtp" and total:
+                # a short list is spread over every connection rather than queued on a few
+                size = max(1, min(size, math.ceil(total / provider.concurrency)))
+            if limit is not None:
+                size = min(size, limit.count)  # a batch never needs more than the cap holds
+            for batch in _chunks(recipients, size):
                 sender.send(batch, total)
             sender.drain(total)
             status = "finished"
