@@ -88,12 +88,13 @@ class _GroupMarks:
                 group, self.pending = self.pending, []
                 sent, self.sent = self.sent, []
                 self.cond.release()
-                error = None
+                error: LedgerError | None = LedgerError("the pending marks were not written")
                 try:
                     self.ledger.mark_messages(self.issue, [g[:3] for g in group], sent)
+                    error = None
                 except LedgerError as exc:
                     error = exc
-                finally:
+                finally:  # whatever happened, no waiter goes on without its mark on disk
                     self.cond.acquire()
                     for *_, waiting in group:
                         waiting.done, waiting.error = True, error
