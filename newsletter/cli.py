@@ -3,13 +3,19 @@
 Library modules are imported inside each command so that `newsletter render` never pays
 for the SendGrid client, and errors of ours become one red line and an exit code here,
 in one place.
+
+Over 400 lines on purpose: one short function per command, all of them typer
+declarations and calls, with the one error seam (`_errors`) they share; split by
+command, the seam and the shared options would have to be imported back into each.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -20,6 +26,7 @@ from newsletter import __version__
 from newsletter.console import (
     console,
     escape,
+    print_error_json,
     print_report,
     print_status,
     show_path,
@@ -29,6 +36,7 @@ from newsletter.errors import ExitCode, NewsletterError, UsageError
 
 if TYPE_CHECKING:
     from newsletter.config import Config
+    from newsletter.delivery.send import SendOptions
 
 T = TypeVar("T")
 
@@ -41,32 +49,44 @@ app = typer.Typer(
 )
 
 
-class State:
+@dataclass(frozen=True)
+class Options:
+    """The options given before the command, handed to it as typer's context object
+    (`ctx.obj`) rather than kept in a module-level global."""
+
     config_path: Path | None = None
 
 
-_state = State()
-
-
 @contextmanager
-def _errors() -> Iterator[None]:
-    """The one seam where our exceptions become a red line and an exit code."""
+def _errors(as_json: bool = False) -> Iterator[None]:
+    """The one seam where our exceptions become a red line and an exit code.
+
+    With `--json`, stdout also gets one JSON object for the error (with the report of a
+    send that stopped), so a script reading stdout is never left with nothing.
+    """
     try:
         yield
     except NewsletterError as exc:
         err = console(stderr=True)
-        for line in str(exc).splitlines() or [type(exc).__name__]:
+        from newsletter.config import env_secrets, redact
+
+        # the library scrubs what it knows; this catches a secret in any other message
+        message = redact(str(exc), env_secrets(os.environ))
+        for line in message.splitlines() or [type(exc).__name__]:
             err.print(f"[red]error:[/red] {escape(line)}", highlight=False)
+        if as_json:
+            print_error_json(exc)
         raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:
         console(stderr=True).print("[yellow]interrupted[/yellow]")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
-def _config() -> Config:
+def _config(ctx: typer.Context) -> Config:
     from newsletter.config import load_config
 
-    return load_config(_state.config_path)
+    options = ctx.obj if isinstance(ctx.obj, Options) else Options()
+    return load_config(options.config_path)
 
 
 def _version(value: bool) -> None:
@@ -77,6 +97,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -91,7 +112,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Issues as YAML files, rendered once, sent to every subscriber exactly once."""
-    _state.config_path = config
+    ctx.obj = Options(config_path=config)
 
 
 IssueArg = Annotated[
@@ -134,6 +155,7 @@ def init(
 
 @app.command()
 def new(
+    ctx: typer.Context,
     title: Annotated[str, typer.Argument(help="The issue's title.", show_default=False)],
     date: Annotated[
         datetime | None,
@@ -149,7 +171,7 @@ def new(
     with _errors():
         from newsletter.scaffold import new_issue
 
-        created = new_issue(_config(), title, date=date.date() if date else None)
+        created = new_issue(_config(ctx), title, date=date.date() if date else None)
         console().print(show_path(created.path), markup=False)
         for warning in created.warnings:
             console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
@@ -157,6 +179,7 @@ def new(
 
 @app.command()
 def check(
+    ctx: typer.Context,
     issues: Annotated[list[Path], typer.Argument(help="Issue files to check.")],
     strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
     links: Annotated[
@@ -179,7 +202,7 @@ def check(
         from newsletter.content.render import render_issue
         from newsletter.errors import IssueError
 
-        config = _config()
+        config = _config(ctx)
         out, err = console(), console(stderr=True)
         errors = warnings = 0
         for path in issues:
@@ -224,6 +247,7 @@ def check(
 
 @app.command()
 def render(
+    ctx: typer.Context,
     issue: IssueArg,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder [default: build/].")
@@ -234,7 +258,7 @@ def render(
     with _errors():
         from newsletter.web.preview_files import render_files
 
-        config = _config()
+        config = _config(ctx)
         result = render_files(issue, config, out or config.build_dir, templates)
         say = console()
         for path in (result.html, result.text, result.eml):
@@ -249,6 +273,7 @@ def render(
 
 @app.command()
 def preview(
+    ctx: typer.Context,
     issue: IssueArg,
     open_browser: Annotated[
         bool, typer.Option("--open/--no-open", help="Open it in the browser.")
@@ -270,7 +295,7 @@ def preview(
     with _errors():
         from newsletter.web.preview_files import render_files
 
-        config = _config()
+        config = _config(ctx)
         if serve:
             from newsletter.web.preview_server import serve as serve_preview
 
@@ -297,6 +322,7 @@ def preview(
 
 @app.command()
 def send(
+    ctx: typer.Context,
     issue: IssueArg,
     to: Annotated[
         Path | None, typer.Option("--to", help="The subscriber list (CSV).", show_default=False)
@@ -327,25 +353,41 @@ def send(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="List every skipped row.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Send although `newsletter check` finds errors in the issue."),
+    ] = False,
+    as_new_issue: Annotated[
+        bool,
+        typer.Option(
+            "--as-new-issue",
+            help="Send although the same issue (same file content, or same date and title) "
+            "was already sent under another id, e.g. before the file was renamed.",
+        ),
+    ] = False,
     templates: TemplatesOpt = None,
 ) -> None:
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
-    with _errors():
-        from newsletter.delivery.providers import NAMES
+    with _errors(as_json):
+        from newsletter.delivery.providers import PROVIDERS
         from newsletter.delivery.ratelimit import rate_limit
-        from newsletter.delivery.send import SendOptions, SendStopped, send_issue, send_test
+        from newsletter.delivery.send import SendOptions, refuse, send_issue, send_test
         from newsletter.delivery.send import dry_run as plan
+        from newsletter.delivery.stop import stop_on_signals
+        from newsletter.errors import NothingSent, SendStopped
 
-        config = _config()
+        config = _config(ctx)
         name = provider or config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider
-        if name not in NAMES:
-            raise UsageError(f"--provider {name!r}: choose one of {', '.join(NAMES)}")
+        if name not in PROVIDERS:
+            raise UsageError(f"--provider {name!r}: choose one of {', '.join(PROVIDERS)}")
         options = SendOptions(
             provider=name,
             tags=tuple(tag or ()),
             templates=templates,
             retry_unknown=retry_unknown,
             sandbox=sandbox,
+            force=force,
+            as_new_issue=as_new_issue,
         )
         if test_to:
             print_report(send_test(config, issue, test_to, options), as_json, verbose)
@@ -359,6 +401,7 @@ def send(
                 label="checking",
             )
             print_report(checked, as_json, verbose)
+            refuse(checked)
             return
         if not yes:
             if not sys.stdin.isatty():
@@ -369,28 +412,91 @@ def send(
                 label="checking",
             )
             print_report(preview, False, False)
+            refuse(preview)
             what = "validate" if sandbox else "send"
-            if not typer.confirm(
-                f"{what.capitalize()} {preview.subject!r} to {preview.to_send} recipients "
-                f"via {name}?",
-                default=False,
-            ):
+            try:
+                confirmed = typer.confirm(
+                    f"{what.capitalize()} {preview.subject!r} to {preview.to_send} recipients "
+                    f"via {name}?",
+                    default=False,
+                )
+            except typer.Abort:  # Ctrl-C (or end of input) at the prompt
+                console(stderr=True).print("[yellow]interrupted[/yellow]: nothing was sent")
+                raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            if not confirmed:
                 raise typer.Exit(int(ExitCode.ERROR))
         try:
             limit = rate_limit(config, name)
-            report = with_progress(
-                lambda progress: send_issue(config, issue, to, options, on_progress=progress),
-                enabled=not as_json,
-                label=f"sending (at most {limit.text})" if limit else "sending",
-            )
-        except SendStopped as exc:
-            print_report(exc.report, as_json, verbose)
+            with stop_on_signals() as stop:
+                report = with_progress(
+                    lambda progress: send_issue(
+                        config, issue, to, options, on_progress=progress, stop=stop
+                    ),
+                    enabled=not as_json,
+                    label=f"sending (at most {limit.text})" if limit else "sending",
+                )
+        except (SendStopped, NothingSent) as exc:
+            if isinstance(exc, SendStopped):
+                exc.report.resume = _resume_command(ctx, issue, to, name, options)
+            if not as_json:  # with --json, the error's JSON carries the report
+                print_report(exc.report, as_json, verbose)
+                if exc.report.resume:
+                    console().print(f"To resume: {exc.report.resume}", markup=False)
             raise
         print_report(report, as_json, verbose)
 
 
+def _resume_command(
+    ctx: typer.Context, issue: Path, to: Path, provider: str, options: SendOptions
+) -> str:
+    """The command that sends to everyone this stopped send did not reach."""
+    import shlex
+
+    words = ["newsletter"]
+    given = ctx.obj if isinstance(ctx.obj, Options) else Options()
+    if given.config_path is not None:
+        words += ["--config", str(given.config_path)]
+    words += ["send", str(issue), "--to", str(to), "--provider", provider]
+    for tag in options.tags:
+        words += ["--tag", tag]
+    if options.templates is not None:
+        words += ["--templates", str(options.templates)]
+    for flag, on in (
+        ("--sandbox", options.sandbox),
+        ("--force", options.force),
+        ("--as-new-issue", options.as_new_issue),
+    ):
+        if on:
+            words.append(flag)
+    return shlex.join(words)
+
+
+@app.command()
+def backup(
+    ctx: typer.Context,
+    dest: Annotated[
+        Path,
+        typer.Argument(
+            help="Where to write the copy, e.g. backups/ledger-2025-08-01.sqlite; never "
+            "overwritten.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Copy the ledger safely (SQLite's online backup), even while a send runs."""
+    with _errors():
+        from newsletter.delivery.status import backup_ledger
+
+        config = _config(ctx)
+        backup_ledger(config, dest)
+        console().print(
+            f"backed up {show_path(config.ledger_path)} to {show_path(dest)}", markup=False
+        )
+
+
 @app.command()
 def status(
+    ctx: typer.Context,
     issue: Annotated[
         str,
         typer.Argument(
@@ -408,20 +514,26 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
 ) -> None:
     """What the ledger says about an issue: each send, and who got it and who did not."""
-    with _errors():
-        import csv
-
+    with _errors(as_json):
         from newsletter.delivery import status as ledger_status
+        from newsletter.lists.cells import CellWriter
 
-        config = _config()
+        config = _config(ctx)
         issue_id = ledger_status.issue_id(issue)
         if show is not None:
             rows = ledger_status.recipients(config, issue_id, show)
-            writer = csv.writer(sys.stdout, lineterminator="\n")
-            writer.writerow(["email", "status", "updated_at", "provider_id", "error"])
+            writer = CellWriter(sys.stdout, lineterminator="\n")
+            writer.writerow(["email", "status", "updated_at", "provider_id", "error", "rehearsal"])
             for d in rows:
                 writer.writerow(
-                    [d.email, d.status, d.updated_at, d.provider_id or "", d.error or ""]
+                    [
+                        d.email,
+                        d.status,
+                        d.updated_at,
+                        d.provider_id or "",
+                        d.error or "",
+                        "outbox" if d.rehearsal else "",
+                    ]
                 )
             return
         found = ledger_status.issue_status(config, issue_id)
@@ -435,6 +547,7 @@ def status(
 
 @app.command()
 def unsubscribe(
+    ctx: typer.Context,
     requests: Annotated[
         list[str],
         typer.Argument(
@@ -447,7 +560,7 @@ def unsubscribe(
     with _errors():
         from newsletter.lists.unsubscribe import unsubscribe as suppress
 
-        config = _config()
+        config = _config(ctx)
         given = [
             line for r in requests for line in (sys.stdin.read().splitlines() if r == "-" else [r])
         ]
@@ -469,6 +582,7 @@ def unsubscribe(
 
 @app.command()
 def archive(
+    ctx: typer.Context,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder [default: site/].")
     ] = None,
@@ -481,7 +595,7 @@ def archive(
     with _errors():
         from newsletter.web.archive import build_archive
 
-        result = build_archive(_config(), out, drafts=drafts, templates=templates)
+        result = build_archive(_config(ctx), out, drafts=drafts, templates=templates)
         say = console()
         pages = len(result.published)
         drafts_note = f", {len(result.drafts)} of them drafts" if result.drafts else ""

@@ -20,16 +20,12 @@ from pathlib import Path
 import yaml
 
 from newsletter.config import CONFIG_NAME, WEEKDAYS, Config, Weekday
-from newsletter.errors import NewsletterError, UsageError
+from newsletter.errors import UsageError, WouldOverwrite
 
 #: The email templates `init` copies into the workspace's `templates/` for editing.
 EMAIL_TEMPLATES = ("email.html", "email.txt", "email.css")
 DEFAULT_WEEKDAY: Weekday = "friday"
 SLUG_MAX = 60
-
-
-class WouldOverwrite(NewsletterError):
-    """A file is already where a new one would go; nothing was written."""
 
 
 # --- dates and names ------------------------------------------------------------------------

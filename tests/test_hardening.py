@@ -30,10 +30,10 @@ from typer.testing import CliRunner, Result
 
 from newsletter.cli import app
 from newsletter.config import load_config
-from newsletter.delivery.send import SendOptions, SendStopped, send_issue
-from newsletter.errors import ConfigError
+from newsletter.delivery.send import SendOptions, send_issue
+from newsletter.errors import ConfigError, SendStopped, TokenError
 from newsletter.lists import tokens
-from newsletter.lists.tokens import LOCAL_SECRET, Signer, TokenError
+from newsletter.lists.tokens import LOCAL_SECRET, Signer
 from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, readers, workspace
 from tests.servers.sendgrid import SendGridServer, status
@@ -681,7 +681,7 @@ def test_a_send_killed_mid_message_leaves_it_unknown_and_its_lock_blocks_nothing
 
 def test_a_smtp_server_that_drops_before_storing_is_still_unknown(tmp_path: Path) -> None:
     """The client cannot tell a crash before the queue from a lost answer after it."""
-    ws = workspace(tmp_path / "ws", 4)
+    ws = workspace(tmp_path / "ws", 4, "smtp:\n  connections: 1\n")  # reader00000 is dropped
     with SMTPServer() as server:
         server.inject(drop(stored=False))
         cfg = load_config(ws / "newsletter.yaml", env=smtp_env(server.port))

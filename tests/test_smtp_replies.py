@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from newsletter.config import Config
+from newsletter.delivery.report import Report
 from newsletter.delivery.send import SendOptions, send_issue
+from newsletter.errors import NothingSent
 from newsletter.storage.ledger import Ledger
 from tests.sending import ISSUE_ID, config, workspace
 from tests.servers.smtp_pipelining import PipeliningServer
@@ -15,13 +20,20 @@ def env(server: PipeliningServer) -> dict[str, str]:
     return {"SMTP_HOST": server.host, "SMTP_PORT": str(server.port), "SMTP_SECURITY": "none"}
 
 
+def nobody_mailed(cfg: Config, ws: Path) -> Report:
+    """A send whose every outcome is unknown mailed nobody, as far as anyone knows: exit 4."""
+    with pytest.raises(NothingSent) as caught:
+        send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp"))
+    return caught.value.report
+
+
 def test_an_answer_without_a_code_after_data_is_unknown_and_not_sent_again(
     tmp_path: Path,
 ) -> None:
     ws = workspace(tmp_path / "ws", 1)
     with PipeliningServer(end_replies={1: "OK queued as 12345"}) as server:
         cfg = config(ws, env(server))
-        report = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp"))
+        report = nobody_mailed(cfg, ws)
         assert (report.sent, report.unknown, report.failed) == (0, 1, 0)
         with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
             assert ledger.counts(ISSUE_ID) == {"unknown": 1}

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from newsletter.content import yamldoc
-from newsletter.errors import IssueError, Problem
+from newsletter.errors import IssueError, Problem, ProblemList
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -157,7 +157,7 @@ def load_issue(path: Path) -> Issue:
             except ValueError:
                 date = None
         if "date" not in doc.data and date is None:
-            raise yamldoc.ProblemList(
+            raise ProblemList(
                 [
                     doc.problem(
                         ("date",),
@@ -168,11 +168,11 @@ def load_issue(path: Path) -> Issue:
             )
         try:
             issue = doc.validate(Issue, context={"date": date, "id": path.stem})
-        except yamldoc.ProblemList as exc:
-            raise yamldoc.ProblemList(_blame_the_title(doc, exc.problems)) from None
+        except ProblemList as exc:
+            raise ProblemList(_blame_the_title(doc, exc.problems)) from None
         issue._doc = doc
         return issue
-    except yamldoc.ProblemList as exc:
+    except ProblemList as exc:
         raise IssueError(exc.problems) from None
 
 

@@ -74,10 +74,10 @@ def parse_rate(text: str) -> RateLimit:
 
 def rate_limit(config: Config, provider: str) -> RateLimit | None:
     """The cap configured for `provider` (`smtp.rate_limit`, `sendgrid.rate_limit`), if any."""
-    settings = config.settings
-    text = {"smtp": settings.smtp.rate_limit, "sendgrid": settings.sendgrid.rate_limit}.get(
-        provider
-    )
+    from newsletter.delivery.providers import PROVIDERS
+
+    read = PROVIDERS[provider].rate_limit
+    text = read(config) if read is not None else None
     return parse_rate(text) if text else None
 
 

@@ -6,6 +6,11 @@ unsubscribe address whose subject is "unsubscribe <token>". The editor hands
 `newsletter unsubscribe` whatever they have (the token, the link, or the subject line);
 each token is checked, and the address it was made for goes on the suppression list,
 which every send honours.
+
+Only `NEWSLETTER_SECRET` is believed: outbox and dry-run mail is signed with a constant
+that is in the source, so anyone could make a token of it for anyone's address. And a
+token is data from outside even when its MAC holds: what it carries goes on the list only
+if it is an address.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter.config import Config
+from newsletter.errors import ConfigError, TokenError
+from newsletter.lists.addresses import address_key, validate_address
 from newsletter.lists.subscribers import append_suppressions
-from newsletter.lists.tokens import SECRET_ENV, ForeignTokenError, TokenError, signer_from_env
+from newsletter.lists.tokens import SECRET_ENV, Signer
 
 REASON = "unsubscribe request"
 
@@ -57,25 +64,33 @@ def token_in(text: str) -> str:
 def unsubscribe(config: Config, requests: Iterable[str], suppressions: Path) -> Unsubscribed:
     """Check each request's token; add the addresses of the valid ones to `suppressions`.
 
-    Tokens are checked with `NEWSLETTER_SECRET`, or, if it is unset, with the marked local
-    secret that outbox sends and dry runs sign with.
+    Tokens are checked with `NEWSLETTER_SECRET` only; `ConfigError` if it is not set.
     """
-    signer = signer_from_env(config.env, config.list_id, allow_local=True)
+    secret = config.env.get(SECRET_ENV, "")
+    signer = Signer(secret, config.list_id) if secret else None
+    if signer is None or signer.local:
+        raise ConfigError(
+            f"{SECRET_ENV} is not set{'' if signer is None else ' to a real secret'}: "
+            "unsubscribe tokens are checked with the secret your real sends sign them with, "
+            "so set it to that value. (Tokens in outbox and dry-run mail are signed with a "
+            "constant anyone can read in the source: they unsubscribe nobody.)"
+        )
     result = Unsubscribed()
     seen: set[str] = set()
     for request in requests:
         if not request.strip():
             continue
         try:
-            address = signer.verify(token_in(request))
+            address = validate_address(signer.verify(token_in(request)))
         except TokenError as exc:
-            reason = str(exc)
-            if signer.local and isinstance(exc, ForeignTokenError):
-                reason += f" ({SECRET_ENV} is not set: tokens in real mail need it to be checked)"
+            result.refused.append((request.strip(), str(exc)))
+            continue
+        except ValueError as exc:
+            reason = f"this token is signed, but what it carries is not a valid address ({exc})"
             result.refused.append((request.strip(), reason))
             continue
-        if address.casefold() not in seen:
-            seen.add(address.casefold())
+        if address_key(address) not in seen:
+            seen.add(address_key(address))
             result.addresses.append(address)
     if result.addresses:
         result.added = append_suppressions(suppressions, [(a, REASON) for a in result.addresses])

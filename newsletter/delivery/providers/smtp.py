@@ -25,11 +25,15 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from newsletter.config import SMTPServer, redact, secrets, smtp_server
-from newsletter.delivery.providers import Marks, Sent
+from pydantic import BaseModel, ConfigDict, Field
+
+from newsletter.config import RateText, env_secret, redact
+from newsletter.content.issue import Line
+from newsletter.delivery.providers.base import CampaignView, Marks, ProviderSpec, Sent, section
 from newsletter.errors import (
+    ConfigError,
     LedgerError,
     NewsletterError,
     PermanentProviderError,
@@ -38,8 +42,75 @@ from newsletter.errors import (
 )
 
 if TYPE_CHECKING:
-    from newsletter.delivery.campaign import Campaign
+    from newsletter.config import Config
     from newsletter.delivery.message import Recipient
+
+
+class SMTPSettings(BaseModel):
+    """`smtp:` in newsletter.yaml; the password comes from SMTP_PASSWORD only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: Line = "localhost"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    user: Line | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    #: Connections open at once (listmonk's max_conns): each carries its own messages.
+    connections: int = Field(default=4, ge=1, le=32)
+    #: The relay's cap on messages, e.g. "10/s", "600/min", "50000/day"; empty: none.
+    rate_limit: RateText | None = None
+
+
+_SMTP_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
+
+
+@dataclass(frozen=True)
+class SMTPServer:
+    """Where and how to reach the SMTP server, settled from config and environment."""
+
+    host: str
+    port: int
+    security: str
+    user: str | None
+    password: str | None = field(repr=False)
+    timeout: float
+    #: Connections open at once, each carrying one batch at a time.
+    connections: int = 4
+
+
+def smtp_server(config: Config, host: str | None = None, port: int | None = None) -> SMTPServer:
+    """CLI flag > environment > `smtp:` in newsletter.yaml > defaults."""
+    env, s = config.env, section(config, "smtp", SMTPSettings)
+    security = env.get("SMTP_SECURITY") or s.security
+    if security not in _SMTP_PORTS:
+        raise ConfigError(f"SMTP_SECURITY is {security!r}; use starttls, ssl or none")
+    raw_port = port or env.get("SMTP_PORT") or s.port or _SMTP_PORTS[security]
+    try:
+        number = int(raw_port)
+    except ValueError:
+        raise ConfigError(f"SMTP_PORT is {raw_port!r}; it must be a port number") from None
+    return SMTPServer(
+        host=host or env.get("SMTP_HOST") or s.host,
+        port=number,
+        security=security,
+        user=env.get("SMTP_USER") or s.user,
+        password=env_secret(env, "SMTP_PASSWORD") or None,
+        timeout=s.timeout,
+        connections=s.connections,
+    )
+
+
+PROVIDER = ProviderSpec(
+    name="smtp",
+    ready=smtp_server,
+    open=lambda campaign, server, sandbox: SMTPProvider(campaign, server),
+    settings=SMTPSettings,
+    secret_names=("SMTP_PASSWORD",),
+    batch_size=lambda config: BATCH_SIZE,
+    rate_limit=lambda config: section(config, "smtp", SMTPSettings).rate_limit,
+    spread=True,
+)
 
 #: Codes at RCPT that say this mailbox will never take mail: it goes on the suppression list.
 HARD_BOUNCE = frozenset({550, 551, 553})
@@ -125,15 +196,13 @@ class SMTPProvider:
     #: accepted, so a process killed mid-batch leaves only the messages in flight unknown.
     marks_each_message = True
 
-    def __init__(
-        self, campaign: Campaign, server: SMTPServer | None = None, connections: int | None = None
-    ) -> None:
-        self.server = server or smtp_server(campaign.config)
+    def __init__(self, campaign: CampaignView, server: SMTPServer) -> None:
+        self.server = server
         #: Connections open at once, each carrying one batch at a time.
-        self.concurrency = connections or campaign.config.settings.smtp.connections
+        self.concurrency = server.connections
         self.builder = campaign.builder
         self.sender = campaign.headers.from_email
-        self._secrets = secrets(campaign.config)
+        self._secrets = campaign.secrets
         self._lock = threading.Lock()
         self._idle: list[_Connection] = []
         self._tls: ssl.SSLContext | None = None
