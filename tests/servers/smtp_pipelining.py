@@ -9,6 +9,8 @@ write, and counts the replies of each write in `flushes`: a client that pipeline
 writes of several replies, one that does not shows writes of one.
 
     pipelining=False          do not advertise PIPELINING (answers are still grouped per read)
+    smtputf8=True             advertise SMTPUTF8 (RFC 6531); without it, a non-ASCII address
+                              at RCPT TO or SMTPUTF8 at MAIL FROM is answered 553 / 555
     end_replies={n: line}     the raw line (no code needed: "OK queued as 12345") answered at
                               the end of DATA of the n-th message (counted from 1 over the
                               server's life) instead of "250 2.0.0 Ok: queued as N" (a 4xx or
@@ -105,6 +107,7 @@ class _Protocol(asyncio.Protocol):
         if verb == "EHLO":
             extensions = ["PIPELINING"] if server.pipelining else []
             extensions += ["SIZE 50000000", "8BITMIME"]
+            extensions += ["SMTPUTF8"] if server.smtputf8 else []
             head = "".join(f"250-{e}\r\n" for e in ["pipelining.loopback", *extensions[:-1]])
             return f"{head}250 {extensions[-1]}"
         if verb == "HELO":
@@ -115,12 +118,16 @@ class _Protocol(asyncio.Protocol):
                 return server.mail_replies[server.mails]
             if s.mail_from is not None:
                 return "503 5.5.1 Error: nested MAIL command"
+            if "SMTPUTF8" in arg.upper().split() and not server.smtputf8:
+                return "555 5.5.4 SMTPUTF8 is not supported"
             s.mail_from = arg.partition(":")[2].strip().split(" ")[0].strip("<>")
             return "250 2.1.0 Ok"
         if verb == "RCPT":
             if s.mail_from is None:
                 return "503 5.5.1 Error: need MAIL command"
             address = arg.partition(":")[2].strip().strip("<>")
+            if not address.isascii() and not server.smtputf8:
+                return "553 5.6.7 non-ASCII address without SMTPUTF8"
             if address in server.rcpt_replies:
                 return server.rcpt_replies[address]
             s.rcpt_tos.append(address)
@@ -150,11 +157,13 @@ class PipeliningServer:
         self,
         *,
         pipelining: bool = True,
+        smtputf8: bool = False,
         end_replies: dict[int, str] | None = None,
         rcpt_replies: dict[str, str] | None = None,
         mail_replies: dict[int, str] | None = None,
     ) -> None:
         self.pipelining = pipelining
+        self.smtputf8 = smtputf8
         self.end_replies = end_replies or {}
         self.rcpt_replies = rcpt_replies or {}
         self.mail_replies = mail_replies or {}

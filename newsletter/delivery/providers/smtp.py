@@ -40,6 +40,7 @@ from newsletter.errors import (
     ProviderError,
     TransientProviderError,
 )
+from newsletter.lists.addresses import NO_SMTPUTF8, smtp_address
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -185,6 +186,8 @@ class _Outcome:
 @dataclass
 class _Message:
     recipient: Recipient
+    #: The address for RCPT TO: as it is, or with its domain in xn-- form (`smtp_address`).
+    address: str
     message_id: str
     body: bytes  # dot-stuffed, CRLF, ending in CRLF . CRLF
 
@@ -274,19 +277,18 @@ class SMTPProvider:
         conn = self._take()
         try:
             for recipient in batch:  # built before anything is sent: a refused header sends none
-                if not recipient.email.isascii() and not conn.smtputf8:
+                address = smtp_address(recipient.email, smtputf8=conn.smtputf8)
+                if address is None:  # set aside, not a failed connection: the rest go on
                     if marks is not None:
-                        marks.pending(recipient)
-                    outcome.rejected[recipient.key] = (
-                        f"the server {self.where} cannot take non-ASCII addresses (SMTPUTF8)"
-                    )
+                        marks.pending(recipient)  # a rejected key needs its row in the batch
+                    outcome.rejected[recipient.key] = NO_SMTPUTF8
                     continue
                 message_id = self.builder.message_id()
                 data = self.builder.build(recipient, message_id=message_id)
                 body = _LEADING_DOT.sub(b"..", data.replace(b"\n", b"\r\n"))
                 if not body.endswith(b"\r\n"):
                     body += b"\r\n"
-                messages.append(_Message(recipient, message_id, body + b".\r\n"))
+                messages.append(_Message(recipient, address, message_id, body + b".\r\n"))
             alive = self._transfer(conn, messages, outcome, marks)
         except BaseException:
             self._close(conn)
@@ -366,11 +368,11 @@ class SMTPProvider:
         return True
 
     def _mail(self, message: _Message) -> bytes:
-        utf8 = b" SMTPUTF8" if not message.recipient.email.isascii() else b""
+        utf8 = b" SMTPUTF8" if not message.address.isascii() else b""
         return b"MAIL FROM:<" + self.sender.encode() + b">" + utf8 + b"\r\n"
 
     def _rcpt(self, message: _Message) -> bytes:
-        return b"RCPT TO:<" + message.recipient.email.encode() + b">\r\n"
+        return b"RCPT TO:<" + message.address.encode() + b">\r\n"
 
     def _envelope(
         self, conn: _Connection, message: _Message, outcome: _Outcome
