@@ -124,13 +124,20 @@ _MAX_LINE = 8192
 _MAX_REPLY_LINES = 100
 
 
-def _text(reply: bytes | str) -> str:
+def _text(reply: bytes | str, secrets: list[str]) -> str:
+    """A server's words, fit to show and keep: secrets redacted first, then cut to one short
+    line. Cut first, a secret at the cut would lose the end that lets redact find it."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return " ".join(text.split())[:300]
+    return " ".join(redact(text, secrets).split())[:300]
+
+
+def _raw(reply: bytes) -> str:
+    return reply.decode("utf-8", "replace")
 
 
 def _reply(conn: smtplib.SMTP) -> tuple[int, str]:
-    """One reply, read line by line: (-1, the line) when it carries no code.
+    """One reply, read line by line: (-1, the line) when it carries no code. The text is
+    as the server sent it (bounded by the line limits): `_text` makes it fit to show.
 
     `smtplib.getreply` drops the first four characters of a line it cannot parse, so the
     person reading the error would see `ueued as 12345` for `OK queued as 12345`.
@@ -149,8 +156,8 @@ def _reply(conn: smtplib.SMTP) -> tuple[int, str]:
             break
     first = lines[0]
     if not (first[:3].isdigit() and first[3:4] in (b" ", b"-", b"\r", b"\n", b"")):
-        return -1, _text(b" ".join(lines))
-    return int(first[:3]), _text(b" ".join(line[4:] for line in lines))
+        return -1, _raw(b" ".join(lines))
+    return int(first[:3]), _raw(b" ".join(line[4:] for line in lines))
 
 
 @dataclass
@@ -249,7 +256,8 @@ class SMTPProvider:
         except smtplib.SMTPAuthenticationError as exc:
             raise PermanentProviderError(
                 f"the SMTP server {self.where} refused the login for {self.server.user!r} "
-                f"({exc.smtp_code} {_text(exc.smtp_error)}); check SMTP_USER and SMTP_PASSWORD",
+                f"({exc.smtp_code} {_text(exc.smtp_error, self._secrets)}); "
+                "check SMTP_USER and SMTP_PASSWORD",
                 status=exc.smtp_code,
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
@@ -402,7 +410,7 @@ class SMTPProvider:
         if mail == 250 and rcpt in (250, 251) and data == 354:
             return message, True
         if mail == 250 and 500 <= rcpt < 600:
-            outcome.rejected[key] = f"{rcpt} {redact(rcpt_text, self._secrets)}"
+            outcome.rejected[key] = f"{rcpt} {_text(rcpt_text, self._secrets)}"
             if rcpt in HARD_BOUNCE:
                 outcome.hard.add(key)
             return None, self._reset(smtp)
@@ -413,7 +421,7 @@ class SMTPProvider:
             if rcpt not in (250, 251)
             else (data, data_text, "DATA")
         )
-        outcome.unsent[key] = f"{code} {redact(text, self._secrets)}"
+        outcome.unsent[key] = f"{code} {_text(text, self._secrets)}"
         outcome.error = self._refused(stage, code, text)
         return None, 400 <= code < 600 and code != 421 and self._reset(smtp)
 
@@ -423,7 +431,7 @@ class SMTPProvider:
         """Record the answer to a message's body; whether the conversation can go on."""
         key = message.recipient.key
         if 200 <= code < 300:
-            outcome.ids[key] = f"{message.message_id} {text}"
+            outcome.ids[key] = f"{message.message_id} {_text(text, self._secrets)}"
             if marks is not None:
                 # if this fails the batch's settlement records it; if that fails too, the
                 # message stays pending and becomes unknown: never sent again blindly
@@ -431,7 +439,7 @@ class SMTPProvider:
                     marks.sent(key, outcome.ids[key])
             return True
         if 400 <= code < 600:
-            outcome.unsent[key] = f"{code} {redact(text, self._secrets)}"
+            outcome.unsent[key] = f"{code} {_text(text, self._secrets)}"
             if outcome.error is None:
                 outcome.error = self._refused("end of DATA", code, text)
             return code != 421
@@ -439,7 +447,7 @@ class SMTPProvider:
         # so it is not sent again; and the conversation is lost, so is the connection.
         outcome.unknown[key] = (
             f"the SMTP server {self.where} took the message and answered "
-            f"{redact(text, self._secrets)!r}, which is not an SMTP reply; it may or may not "
+            f"{_text(text, self._secrets)!r}, which is not an SMTP reply; it may or may not "
             "be delivered"
         )
         if outcome.error is None:
@@ -462,7 +470,7 @@ class SMTPProvider:
     def _refused(
         self, stage: str, code: int, reply: str
     ) -> TransientProviderError | PermanentProviderError:
-        answer = redact(reply, self._secrets)
+        answer = _text(reply, self._secrets)
         text = f"the SMTP server {self.where} answered {code} {answer} at {stage}"
         if 400 <= code < 500 or code < 0:
             return TransientProviderError(text, status=code)
