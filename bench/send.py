@@ -1,8 +1,8 @@
 """Benchmark: sending an issue through SendGrid and SMTP, a dry run, and the naive way.
 
 Run by hand from the repository root: `.venv/bin/python bench/send.py [--quick] [--only NAME]...`
-with NAME among sendgrid, latency, smtp, dryrun, naive (default: all). Prints medians of several
-runs measured side by side in one run, as a Markdown table; the figures go in
+with NAME among sendgrid, latency, smtp, relay, dryrun, naive (default: all). Prints medians
+of several runs measured side by side in one run, as a Markdown table; the figures go in
 docs/benchmarks.md. Exits 1 if a target is missed.
 
     sendgrid  1,000,000 subscribers (200,000 with --quick) through `send_issue` to the
@@ -12,10 +12,15 @@ docs/benchmarks.md. Exits 1 if a target is missed.
               The server counts recipients, and the count must equal the rows.
     latency   20,000 subscribers to the same server made to answer each request 150 ms
               late, as the real API takes 100-300 ms: one request out at a time against
-              the default four (`sendgrid.concurrent_requests`).
-    smtp      10,000 subscribers over one connection to Postfix's smtp-sink (fetched with
-              `apt-get download postfix` into a cache folder if missing), beside a bare
-              smtplib loop sending the same number of pre-built messages of the same size.
+              the default four and eight (`sendgrid.concurrent_requests`).
+    smtp      10,000 subscribers over the default 4 connections to Postfix's smtp-sink (which
+              offers PIPELINING; /usr/sbin/smtp-sink, or fetched with `apt-get download
+              postfix` into a cache folder), 2,000 over one connection, beside a bare
+              smtplib loop sending as many pre-built messages of the same size; the share
+              of the loop per round must be >= 75%.
+    relay     200 subscribers through bench/latency_proxy.py (25 ms each way: a relay 50 ms
+              away) to smtp-sink, with 16 connections (recommended), 4 and 1, beside a bare
+              smtplib loop through the same proxy; >= 100 messages/s with 16.
     dryrun    `newsletter send ISSUE --to list.csv --dry-run` of 10,000 subscribers, as a
               whole process.
     naive     Render + CSS-inline + build an EmailMessage per subscriber, against which the
@@ -52,7 +57,10 @@ NEWSLETTER = Path(sys.executable).with_name("newsletter")
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 API_KEY = "SG.bench-key-for-the-loopback-server"
 SINK_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "newsletter-bench"
-BENCHMARKS = ("sendgrid", "latency", "smtp", "dryrun", "naive")
+BENCHMARKS = ("sendgrid", "latency", "smtp", "relay", "dryrun", "naive")
+#: The proxy's delay each way: a relay 50 ms away. `smtp.connections` recommended for it.
+RELAY_DELAY = 0.025
+RELAY_CONNECTIONS = 16
 LATENCY = 0.150
 
 
@@ -327,7 +335,7 @@ def bench_sendgrid(quick: bool, scratch: Path) -> list[Result]:
 def bench_latency(quick: bool, scratch: Path) -> list[Result]:
     rows = 10_000 if quick else 20_000
     list_path = write_list(scratch / f"list-{rows}.csv", rows)
-    rates: dict[int, list[float]] = {1: [], 4: []}
+    rates: dict[int, list[float]] = {1: [], 4: [], 8: []}
     server = ServerProcess(latency=LATENCY)
     try:
         for i in range(3):
@@ -349,6 +357,14 @@ def bench_latency(quick: bool, scratch: Path) -> list[Result]:
             rates[4],
             note=f"{statistics.median(rates[4]) / statistics.median(rates[1]):.1f}x one at a time",
         ),
+        Result(
+            f"SendGrid, answers {ms} late, 8 requests out",
+            "recipients/s",
+            rates[8],
+            40_000,
+            note=f"limit {8 / LATENCY * 1000:,.0f}/s (1,000 a request); a kill leaves up to "
+            "8 batches (8,000 recipients) unknown",
+        ),
     ]
 
 
@@ -357,6 +373,8 @@ def bench_latency(quick: bool, scratch: Path) -> list[Result]:
 
 def smtp_sink_binary() -> Path:
     """Postfix's smtp-sink, unpacked from the Debian package into a cache folder if missing."""
+    if Path("/usr/sbin/smtp-sink").exists():  # Debian's postfix package, installed
+        return Path("/usr/sbin/smtp-sink")
     for root in (Path("/tmp/postfix"), SINK_CACHE / "postfix"):
         if (root / "usr/sbin/smtp-sink").exists():
             return root / "usr/sbin/smtp-sink"
@@ -427,12 +445,18 @@ def _smtp_env(port: int) -> dict[str, str]:
     return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_SECURITY": "none"}
 
 
-def smtp_newsletter(sink: Sink, list_path: Path, rows: int, scratch: Path) -> float:
-    """One `send_issue` through SMTP; messages/s."""
+def smtp_newsletter(
+    sink: Sink, list_path: Path, rows: int, scratch: Path, connections: int = 0, port: int = 0
+) -> float:
+    """One `send_issue` through SMTP; messages/s. `connections` 0 keeps the default (4);
+    `port`: another way to the sink (the latency proxy)."""
     from newsletter.delivery.send import SendOptions, send_issue
 
     root = workspace(scratch)
-    config = load(root, _smtp_env(sink.port))
+    if connections:
+        with (root / "newsletter.yaml").open("a", encoding="utf-8") as fh:
+            fh.write(f"smtp:\n  connections: {connections}\n")
+    config = load(root, _smtp_env(port or sink.port))
     before = sink.messages()
     seconds, report = timed(
         lambda: send_issue(config, root / SAMPLE, list_path, SendOptions(provider="smtp"))
@@ -446,11 +470,11 @@ def smtp_newsletter(sink: Sink, list_path: Path, rows: int, scratch: Path) -> fl
     return rows / seconds
 
 
-def smtp_bare(sink: Sink, message: bytes, sender: str, rows: int) -> float:
+def smtp_bare(sink: Sink, message: bytes, sender: str, rows: int, port: int = 0) -> float:
     """The floor: smtplib sending one pre-built message `rows` times over one connection."""
     before = sink.messages()
     start = time.perf_counter()
-    conn = smtplib.SMTP("127.0.0.1", sink.port)
+    conn = smtplib.SMTP("127.0.0.1", port or sink.port)
     conn.ehlo()
     for i in range(1, rows + 1):
         conn.sendmail(sender, [f"user{i:07d}@example.com"], message)
@@ -477,8 +501,11 @@ def bench_smtp(quick: bool, scratch: Path) -> list[Result]:
     rows = 10_000
     runs = 3
     list_path = write_list(scratch / f"list-smtp-{rows}.csv", rows)
+    one_rows = 2_000  # an fsync per message: slow on a busy disk
+    one_path = write_list(scratch / f"list-smtp-{one_rows}.csv", one_rows)
     message, sender = sample_message(scratch)
     ours: list[float] = []
+    one: list[float] = []
     bare: list[float] = []
     sink = Sink(scratch)
     try:
@@ -486,26 +513,115 @@ def bench_smtp(quick: bool, scratch: Path) -> list[Result]:
         for i in range(runs):
             bare.append(smtp_bare(sink, message, sender, rows))
             ours.append(smtp_newsletter(sink, list_path, rows, scratch))
+            one.append(smtp_newsletter(sink, one_path, one_rows, scratch, connections=1))
             print(
-                f"  smtp run {i + 1}/{runs}: send_issue {ours[-1]:,.0f}/s, "
-                f"bare smtplib {bare[-1]:,.0f}/s",
+                f"  smtp run {i + 1}/{runs}: send_issue {ours[-1]:,.0f}/s (4 connections), "
+                f"{one[-1]:,.0f}/s (one), bare smtplib {bare[-1]:,.0f}/s",
                 flush=True,
             )
     finally:
         sink.close()
-    share = statistics.median(ours) / statistics.median(bare)
+    shares = [100 * a / b for a, b in zip(ours, bare, strict=True)]
     return [
         Result(
-            f"SMTP send, {rows:,} rows, one connection",
+            f"SMTP send, {rows:,} rows, 4 connections (the default)",
             "messages/s",
             ours,
             800,
-            note=f"{share:.0%} of the bare smtplib loop; smtp-sink counted every message",
+            note="smtp-sink counted every message; it offers PIPELINING",
         ),
+        Result(f"SMTP send, {one_rows:,} rows, one connection", "messages/s", one),
         Result(
             f"bare smtplib loop, {rows:,} pre-built {len(message) // 1024} KB messages",
             "messages/s",
             bare,
+        ),
+        Result(
+            "SMTP send (4 connections) / bare smtplib loop, same round",
+            "%",
+            shares,
+            75,
+        ),
+    ]
+
+
+class Proxy:
+    """bench/latency_proxy.py in a process of its own: `delay` seconds each way to `port`."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        self.port = _free_port()
+        script = Path(__file__).with_name("latency_proxy.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(self.port), f"127.0.0.1:{port}", str(delay)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError("the latency proxy did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+
+
+def bench_relay(quick: bool, scratch: Path) -> list[Result]:
+    """SMTP to a relay 50 ms away: smtp-sink behind a proxy delaying each direction 25 ms."""
+    rows, bare_rows, runs = 200, 20, 3
+    settings = (RELAY_CONNECTIONS, 4, 1)
+    list_path = write_list(scratch / f"list-relay-{rows}.csv", rows)
+    message, sender = sample_message(scratch)
+    rates: dict[int, list[float]] = {n: [] for n in settings}
+    bare: list[float] = []
+    sink = Sink(scratch)
+    proxy = Proxy(sink.port, RELAY_DELAY)
+    try:
+        for i in range(runs):
+            for n in settings:
+                n_rows = rows if n > 1 else rows // 4
+                path = list_path if n > 1 else write_list(scratch / "relay-one.csv", n_rows)
+                rates[n].append(
+                    smtp_newsletter(sink, path, n_rows, scratch, connections=n, port=proxy.port)
+                )
+            bare.append(smtp_bare(sink, message, sender, bare_rows, port=proxy.port))
+            print(
+                f"  relay run {i + 1}/{runs}: "
+                + ", ".join(f"{n} connections {rates[n][-1]:,.0f}/s" for n in settings)
+                + f", bare smtplib {bare[-1]:,.1f}/s",
+                flush=True,
+            )
+    finally:
+        proxy.close()
+        sink.close()
+    rtt = 2 * RELAY_DELAY
+    limit = RELAY_CONNECTIONS / rtt
+    best = statistics.median(rates[RELAY_CONNECTIONS])
+    return [
+        Result(
+            f"SMTP via a 50 ms relay, {rows} rows, {RELAY_CONNECTIONS} connections (recommended)",
+            "messages/s",
+            rates[RELAY_CONNECTIONS],
+            100,
+            note=f"limit one round trip per message per connection: {limit:.0f}/s; "
+            f"{best / limit:.0%} of it",
+        ),
+        Result(
+            f"SMTP via a 50 ms relay, {rows} rows, 4 connections (the default)",
+            "messages/s",
+            rates[4],
+        ),
+        Result(
+            f"SMTP via a 50 ms relay, {rows // 4} rows, one connection",
+            "messages/s",
+            rates[1],
+            note=f"limit {1 / rtt:.0f}/s",
+        ),
+        Result(
+            f"bare smtplib loop via the same relay, {bare_rows} messages",
+            "messages/s",
+            bare,
+            note="four round trips a message: what a send without pipelining meets",
         ),
     ]
 
@@ -679,6 +795,9 @@ def main() -> None:
             smtp_results = bench_smtp(args.quick, scratch)
             smtp = smtp_results[0]
             results += smtp_results
+        if "relay" in chosen:
+            print("SMTP through a relay 50 ms away ...", flush=True)
+            results += bench_relay(args.quick, scratch)
         if "dryrun" in chosen:
             print("dry run ...", flush=True)
             results += bench_dryrun(args.quick, scratch)

@@ -532,6 +532,7 @@ def send(
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
     with _errors(as_json):
         from newsletter.delivery.providers import PROVIDERS
+        from newsletter.delivery.ratelimit import rate_limit
         from newsletter.delivery.send import SendOptions, refuse, send_issue, send_test
         from newsletter.delivery.send import dry_run as plan
         from newsletter.delivery.stop import stop_on_signals
@@ -587,12 +588,14 @@ def send(
             if not confirmed:
                 raise typer.Exit(int(ExitCode.ERROR))
         try:
+            limit = rate_limit(config, name)
             with stop_on_signals() as stop:
                 report = with_progress(
                     lambda progress: send_issue(
                         config, issue, to, options, on_progress=progress, stop=stop
                     ),
                     enabled=not as_json,
+                    label=f"sending (at most {limit.text})" if limit else "sending",
                 )
         except (SendStopped, NothingSent) as exc:
             if isinstance(exc, SendStopped):

@@ -64,6 +64,16 @@ Address = Annotated[str, AfterValidator(_address)]
 HttpsUrl = Annotated[Url, AfterValidator(_https)]
 
 
+def _rate(value: str) -> str:
+    from newsletter.delivery.ratelimit import parse_rate
+
+    parse_rate(value)  # ValueError says what a rate looks like
+    return value.strip()
+
+
+RateText = Annotated[str, AfterValidator(_rate)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -206,6 +206,16 @@ def print_report(report: Report, as_json: bool, verbose: bool) -> None:
     row("List", f"{report.list_path}: {rows}, {recipients}")
     if report.dry_run:
         row("Would send", f"{report.to_send} in {plural(report.batches, 'batch', 'batches')}")
+        if report.rate_limit and report.rate_seconds is not None:
+            from newsletter.delivery.ratelimit import describe
+
+            row("Rate limit", f"{report.rate_limit}: at best {describe(report.rate_seconds)}")
+            if report.rate_seconds >= 86400:
+                row(
+                    "",
+                    "more than the cap allows at once: the send stops at the cap and says "
+                    "when to run it again",
+                )
     else:
         row(
             "Sent",

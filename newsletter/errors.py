@@ -22,6 +22,7 @@
         ├── PermanentProviderError  fix something before sending again (400/401/403/413)
         ├── TransientProviderError  worth retrying: 429, 5xx, refused connections
         ├── UnknownOutcomeError     the request left us but no answer came back
+        ├── RateLimitReached        the provider's cap (a daily one): says when to resume
         └── SendStopped             a send stopped part way; carries its Report
             └── SendInterrupted     stopped by Ctrl-C or SIGTERM           (exit 130 / 143)
 
@@ -31,6 +32,7 @@ Anything else that escapes is a bug and keeps its traceback.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
@@ -168,6 +170,14 @@ class TransientProviderError(ProviderError):
     ) -> None:
         self.retry_after = retry_after
         super().__init__(message, status=status)
+
+
+class RateLimitReached(ProviderError):
+    """The configured cap (`rate_limit`) leaves no room for hours: stop, say when to resume."""
+
+    def __init__(self, message: str, *, resume_at: datetime) -> None:
+        self.resume_at = resume_at
+        super().__init__(message)
 
 
 class UnknownOutcomeError(ProviderError):

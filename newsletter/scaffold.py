@@ -338,6 +338,7 @@ sendgrid:
   asm_group_id:                       # a SendGrid unsubscribe group; empty: none
   batch_size: 1000                    # recipients per request, at most 1000
   concurrent_requests: 4              # requests out at once, 1-16
+  rate_limit:                         # your plan's cap, e.g. 600/min or 50000/day; empty: none
 
 # The SMTP provider (its password comes from SMTP_PASSWORD).
 smtp:
@@ -346,6 +347,8 @@ smtp:
   security: starttls                  # starttls, ssl or none
   user:                               # the login; empty: no login
   timeout: 30                         # seconds to wait for the server
+  connections: 4                      # connections open at once, 1-32 (16 for a distant relay)
+  rate_limit:                         # the relay's cap, e.g. 10/s or 50000/day; empty: none
 
 # Returned mail, read by `newsletter bounces MAILBOX` (an IMAP password comes from
 # NEWSLETTER_IMAP_PASSWORD).

@@ -108,7 +108,8 @@ def test_smtp_send_killed_then_resumed(tmp_path: Path) -> None:
     counts = ledger_counts(ws)
     assert max(received.values()) == 1, "nobody gets the issue twice"
     missing = {f"reader{i:05d}@example.com" for i in range(60)} - set(received)
-    # A message in flight at the kill is `unknown`: it may or may not have arrived. Everyone
-    # else got the issue exactly once.
+    # A message in flight at the kill is `unknown`: it may or may not have arrived; there is
+    # at most one per connection (smtp.connections, 4 by default). Everyone else got the
+    # issue exactly once.
     assert counts["sent"] + counts["unknown"] == 60
-    assert len(missing) <= counts["unknown"] <= 1
+    assert len(missing) <= counts["unknown"] <= 4

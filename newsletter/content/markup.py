@@ -23,6 +23,7 @@ def _md(strict: bool = True) -> MarkdownIt:
     # with their scheme: fuzzy matching would turn "Node.js" or "Ask.fm" in a summary into links.
     md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False})
     md.enable("linkify")
+    assert md.linkify is not None  # linkify-it-py is a dependency
     md.linkify.set({"fuzzy_link": False, "fuzzy_email": False})
     if strict:
         md.validateLink = lambda url: url.strip().lower().startswith(_SAFE_SCHEMES)  # type: ignore[method-assign]

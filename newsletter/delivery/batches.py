@@ -20,10 +20,13 @@ from dataclasses import dataclass, field
 from newsletter.config import redact
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.providers import Provider, Sent
+from newsletter.delivery.ratelimit import Limiter
 from newsletter.delivery.report import Progress, Report
 from newsletter.errors import (
+    LedgerError,
     NewsletterError,
     PermanentProviderError,
+    RateLimitReached,
     SendStopped,
     TransientProviderError,
     UnknownOutcomeError,
@@ -52,6 +55,75 @@ def retry_delay(
     ceiling = min(retries.max_backoff, retries.backoff * 2 ** (attempt - 1))
     wait = random.uniform(0, ceiling)
     return max(wait, (retry_after or 0.0) - since)
+
+
+class _Waiting:
+    def __init__(self) -> None:
+        self.done = False
+        self.error: LedgerError | None = None
+
+
+class _GroupMarks:
+    """Per-message ledger marks from the worker threads, through their own connection.
+
+    A pending mark must be on disk before its message leaves: one fsync. Marks asked for
+    while a commit is under way wait for the next one, which carries them all, and the
+    sent marks ride along: with several connections, one fsync covers a message on each.
+    """
+
+    def __init__(self, ledger: Ledger, issue: str) -> None:
+        self.ledger, self.issue = ledger, issue
+        self.cond = threading.Condition()
+        self.pending: list[tuple[int, str, str, _Waiting]] = []
+        self.sent: list[tuple[int, str, str]] = []
+        self.busy = False
+
+    def mark(self, batch_id: int, recipient: Recipient) -> None:
+        me = _Waiting()
+        with self.cond:
+            self.pending.append((batch_id, recipient.key, recipient.email, me))
+            while not me.done:
+                if self.busy:
+                    self.cond.wait()
+                    continue
+                self.busy = True
+                group, self.pending = self.pending, []
+                sent, self.sent = self.sent, []
+                self.cond.release()
+                error: LedgerError | None = LedgerError("the pending marks were not written")
+                try:
+                    self.ledger.mark_messages(self.issue, [g[:3] for g in group], sent)
+                    error = None
+                except LedgerError as exc:
+                    error = exc
+                finally:  # whatever happened, no waiter goes on without its mark on disk
+                    self.cond.acquire()
+                    for *_, waiting in group:
+                        waiting.done, waiting.error = True, error
+                    self.busy = False
+                    self.cond.notify_all()
+        if me.error is not None:
+            raise me.error
+
+    def mark_sent(self, batch_id: int, key: str, provider_id: str) -> None:
+        """Written with the next commit; the batch's settlement writes it in any case."""
+        with self.cond:
+            self.sent.append((batch_id, key, provider_id))
+
+
+class _Marks:
+    """The marks for one batch."""
+
+    def __init__(self, group: _GroupMarks, batch_id: int, limiter: Limiter | None) -> None:
+        self.group, self.batch_id, self.limiter = group, batch_id, limiter
+
+    def pending(self, recipient: Recipient) -> None:
+        if self.limiter is not None:
+            self.limiter.acquire(1)
+        self.group.mark(self.batch_id, recipient)
+
+    def sent(self, key: str, provider_id: str) -> None:
+        self.group.mark_sent(self.batch_id, key, provider_id)
 
 
 @dataclass
@@ -111,6 +183,22 @@ class BatchSender:
         #: Retry-After speaks for the account, whichever batch's answer carried it.
         self.hold_until = float("-inf")
         self._hold_lock = threading.Lock()
+        #: The provider's cap, shared by every connection and request (`rate_limit`).
+        self.limiter: Limiter | None = None
+        # A provider that sends a batch as a series of messages marks each in the ledger as it
+        # goes, from the worker threads, through a second connection of their own.
+        self.per_message = bool(getattr(provider, "marks_each_message", False)) and bool(ledger)
+        self._marks_ledger: Ledger | None = None
+        self._group: _GroupMarks | None = None
+        if self.per_message and ledger is not None:
+            self._marks_ledger = Ledger(ledger.path, threads=True)
+            self._group = _GroupMarks(self._marks_ledger, issue)
+
+    def close(self) -> None:
+        """Close the workers' ledger connection, once no request is out."""
+        if self._marks_ledger is not None:
+            self._marks_ledger.close()
+            self._marks_ledger = None
 
     def send(self, batch: Sequence[Recipient], total: int | None) -> None:
         """Send a batch once there is room: the oldest request out is settled first."""
@@ -145,8 +233,18 @@ class BatchSender:
 
     def start(self, batch: Sequence[Recipient], attempt: int = 1) -> Flight:
         """Record the batch as pending, then send it on the worker thread."""
-        pairs = [(r.key, r.email) for r in batch]
-        batch_id = self.ledger.begin_batch(self.send_id, self.issue, pairs) if self.ledger else 0
+        if self.limiter is not None and not self.per_message:
+            try:
+                self.limiter.acquire(len(batch))  # per message, as each leaves, for SMTP
+            except RateLimitReached as exc:
+                raise SendStopped(self._clean(str(exc)), self.report) from None
+        if self.ledger is None:
+            batch_id = 0
+        elif self.per_message:
+            batch_id = self.ledger.open_batch(self.send_id, self.issue, len(batch))
+        else:
+            pairs = [(r.key, r.email) for r in batch]
+            batch_id = self.ledger.begin_batch(self.send_id, self.issue, pairs)
         self.report.batches += 1
         flight = Flight(batch, batch_id, attempt)
         flight.future = self.pool.submit(self._send, flight)
@@ -155,6 +253,9 @@ class BatchSender:
     def _send(self, flight: Flight) -> Sent:
         """On a worker thread: the request, and when its answer (or error) came."""
         try:
+            if self._group is not None:
+                marks = _Marks(self._group, flight.batch_id, self.limiter)
+                return self.provider.send(flight.batch, marks)  # type: ignore[call-arg]
             return self.provider.send(flight.batch)
         except TransientProviderError as exc:
             flight.answered = self.clock()
@@ -232,7 +333,54 @@ class BatchSender:
                 self.report.unknown += len(batch)
                 raise
             self._record(flight, result, total)
-            return
+            rest = [r for r in batch if r.key in result.unsent]
+            if result.unknown:
+                self.unknown_streak += 1
+                if self.unknown_streak >= self.retries.max_unknown_in_a_row:
+                    self.report.failed += len(rest)
+                    reason = next(iter(result.unknown.values()))
+                    raise SendStopped(
+                        self._clean(
+                            f"{reason}. That is {self.unknown_streak} batches in a row with a "
+                            "message left without an answer, so the send stopped; check the "
+                            "provider, then rerun (recipients whose outcome is unknown are "
+                            "resent only with --retry-unknown)"
+                        ),
+                        self.report,
+                    )
+            if not rest:
+                return
+            # The batch stopped part-way (SMTP): what was not sent is retried, or stops the send.
+            error = result.error or TransientProviderError("the batch stopped early")
+            if not isinstance(error, TransientProviderError):
+                self.report.failed += len(rest)
+                raise SendStopped(self._clean(str(error)), self.report)
+            progress = len(rest) + len(result.unknown) + len(result.rejected) < len(batch)
+            attempt = 1 if progress else flight.attempt + 1
+            if attempt > self.retries.max_attempts:
+                self.report.failed += len(rest)
+                raise SendStopped(
+                    self._clean(
+                        f"{error}; gave up after {flight.attempt} tries. Those recipients did "
+                        "not get the issue: run the same command later to send to everyone who "
+                        "has not"
+                    ),
+                    self.report,
+                )
+            self.report.retries += 1
+            wait = retry_delay(self.retries, attempt, error.retry_after, self._since(flight))
+            with self._hold_lock:
+                held = self.hold_until - self.clock()
+            self.sleep(max(wait, held))
+            try:
+                self.check_stop()
+            except BaseException:
+                self.report.failed += len(rest)  # recorded failed: the next run sends them
+                raise
+            flight = self.start(rest, attempt)
+
+    def _since(self, flight: Flight) -> float:
+        return 0.0 if flight.answered is None else self.clock() - flight.answered
 
     def _wait(self, flight: Flight) -> Sent:
         """The batch's answer; once a stop is asked, only until its deadline (FutureTimeout)."""
@@ -271,16 +419,32 @@ class BatchSender:
             raise
         else:
             self._record(flight, result, None)
+            self.report.failed += len(result.unsent)
 
     def _record(self, flight: Flight, result: Sent, total: int | None) -> None:
         batch = flight.batch
-        self.unknown_streak = 0
+        if not result.unknown:
+            self.unknown_streak = 0
+        sent = len(batch) - len(result.rejected) - len(result.unknown) - len(result.unsent)
         if self.ledger:
+            each: dict[str, tuple[str, str | None, str | None]] = {
+                key: ("sent", provider_id, None) for key, provider_id in result.provider_ids.items()
+            }
+            each.update((k, ("unknown", None, self._clean(v))) for k, v in result.unknown.items())
+            each.update((k, ("failed", None, self._clean(v))) for k, v in result.unsent.items())
+            status = "sent" if sent or len(result.rejected) == len(batch) else "failed"
+            if status == "failed" and result.unknown:
+                status = "unknown"
             self.ledger.finish_batch(
-                flight.batch_id, "sent", provider_id=result.provider_id, rejected=result.rejected
+                flight.batch_id,
+                status,
+                provider_id=result.provider_id,
+                rejected=result.rejected,
+                each=each,
             )
-        self.report.sent += len(batch) - len(result.rejected)
+        self.report.sent += sent
         self.report.rejected += len(result.rejected)
+        self.report.unknown += len(result.unknown)
         if result.hard_bounces:
             emails = {r.key: r.email for r in batch}
             self.hard_bounces += [(k, emails[k], result.rejected[k]) for k in result.hard_bounces]

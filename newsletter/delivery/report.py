@@ -49,6 +49,9 @@ class Report:
     previews: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     outbox: str | None = None
+    #: The provider's cap (`rate_limit`), and how long the send takes at it at best.
+    rate_limit: str | None = None
+    rate_seconds: float | None = None
     stopped: str | None = None
     #: What a real send refuses (check errors, an issue already sent under another id):
     #: filled by the dry run, so the editor sees it before the confirmation.

@@ -16,7 +16,9 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +33,7 @@ from newsletter.delivery.guards import content_findings, sent_under_another_id
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
 from newsletter.delivery.providers import PROVIDERS, Provider, address_refusal, open_provider
+from newsletter.delivery.ratelimit import Limiter, RateLimit, rate_limit
 from newsletter.delivery.report import Progress, Report
 from newsletter.delivery.stop import GRACE_SECONDS, StopRequest
 from newsletter.errors import (
@@ -43,6 +46,7 @@ from newsletter.errors import (
     SendRefused,
     SendStopped,
     TemplateError,
+    UnknownOutcomeError,
 )
 from newsletter.lists.cells import CellWriter
 from newsletter.lists.subscribers import (
@@ -434,10 +438,27 @@ def dry_run(
         report.previews.append(str(write_atomic(out / "index.html", html)))
         report.previews.append(str(write_atomic(out / "index.txt", text)))
     report.batches = math.ceil(report.to_send / PROVIDERS[options.provider].batch_size(config))
+    limit = rate_limit(config, options.provider)
+    if limit is not None:
+        report.rate_limit = f"{limit.text} ({options.provider}.rate_limit)"
+        with Ledger(config.ledger_path) if config.ledger_path.exists() else nullcontext() as led:
+            already = len(_earlier(limit, led, options.provider))
+        report.rate_seconds = limit.duration(report.to_send, already)
     if nobody := _nobody_mailed(report, list_path, options):
         report.warnings.append(nobody)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _earlier(limit: RateLimit, ledger: Ledger | None, provider: str) -> list[float]:
+    """For a cap over hours or a day: what earlier sends through the provider used of it."""
+    if ledger is None or limit.period < 3600:
+        return []
+    return ledger.sent_since(provider, datetime.now(UTC) - timedelta(seconds=limit.period))
+
+
+def _limiter(limit: RateLimit, ledger: Ledger, provider: str) -> Limiter:
+    return Limiter(limit, f"{provider}.rate_limit", _earlier(limit, ledger, provider))
 
 
 def refuse(report: Report) -> None:
@@ -586,11 +607,20 @@ def send_issue(
                 stop_deadline=stop_deadline if stop is not None else None,
             )
             total = estimate_rows(list_path)
+            limit = rate_limit(config, options.provider)
+            if limit is not None:
+                sender.limiter = _limiter(limit, ledger, options.provider)
             recipients = _classify(
                 stream, report, ledger, campaign, options, skip_log, bounced=bounced
             )
             # Reading the next batch (the generator) overlaps the requests out.
-            for batch in _chunks(recipients, provider.batch_size):
+            size = provider.batch_size
+            if PROVIDERS[options.provider].spread and total:
+                # a short list is spread over every connection rather than queued on a few
+                size = max(1, min(size, math.ceil(total / provider.concurrency)))
+            if limit is not None:
+                size = min(size, limit.count)  # a batch never needs more than the cap holds
+            for batch in _chunks(recipients, size):
                 check_stop()
                 sender.send(batch, total)
             check_stop()
@@ -614,6 +644,8 @@ def send_issue(
             cleanup.run(lambda: sender.abandon_all(grace))
         if pool is not None:
             cleanup.run(lambda: pool.shutdown(wait=not (sender and sender.gave_up)))
+        if sender is not None and not sender.gave_up:  # no worker still uses its ledger
+            cleanup.run(sender.close)
         cleanup.run(stream.close)
         cleanup.run(lambda: setattr(report, "skipped_file", skip_log.close()))
         if provider is not None:
@@ -665,6 +697,10 @@ def send_test(config: Config, issue_path: Path, address: str, options: SendOptio
     provider = open_provider(options.provider, campaign)
     try:
         result = provider.send([campaign.recipient(email, "")])
+        if result.unknown:
+            raise UnknownOutcomeError(next(iter(result.unknown.values())))
+        if result.error is not None:
+            raise result.error
     except ProviderError as exc:
         report.stopped = redact(str(exc), secrets(config))
         raise SendStopped(report.stopped, report) from None

@@ -151,6 +151,16 @@ WHERE deliveries.status NOT IN ('sent', 'rejected')
 """
 
 
+_UPSERT_ONE_PENDING = """
+INSERT INTO deliveries (issue, rehearsal, key, email, status, batch_id, updated_at)
+VALUES (?, ?, ?, ?, 'pending', ?, ?)
+ON CONFLICT (issue, rehearsal, key) DO UPDATE SET
+    email = excluded.email, status = 'pending', batch_id = excluded.batch_id,
+    provider_id = NULL, error = NULL, updated_at = excluded.updated_at
+WHERE deliveries.status NOT IN ('sent', 'rejected')
+"""
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What one send sent, by content hash: enough to tell later exactly what went out."""
@@ -246,7 +256,8 @@ def _placeholders(n: int) -> str:
 class Ledger:
     """The send record of every issue, in one SQLite file; use it as a context manager."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, threads: bool = False) -> None:
+        """`threads`: the connection may be used from other threads (one at a time)."""
         self.path = path
         self._own_sends: set[int] = set()
         try:
@@ -270,7 +281,9 @@ class Ledger:
             )
         with self._translate():
             # isolation_level=None: we open every transaction ourselves, with BEGIN IMMEDIATE.
-            self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self._conn = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=not threads
+            )
         try:
             with self._translate():
                 self._open()
@@ -537,6 +550,62 @@ class Ledger:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
         return batch_id
 
+    def open_batch(self, send_id: int, issue: str, size: int) -> int:
+        """A batch whose recipients are marked one by one (`mark_messages`), as each message
+        leaves: SMTP sends a batch's messages one after the other, so a process killed
+        part-way leaves only the message in flight unknown, not the whole batch."""
+        with self._translate(), self._transaction() as conn:
+            batch_id, _rehearsal = self._insert_batch(conn, send_id, issue, size, _now())
+            return batch_id
+
+    def mark_messages(
+        self,
+        issue: str,
+        pending: Sequence[tuple[int, str, str]],
+        sent: Sequence[tuple[int, str, str]] = (),
+    ) -> None:
+        """Recipients of open batches about to be sent, (batch id, key, email), marked
+        ``pending`` in one fsynced commit, as `begin_batch` does; and others already
+        accepted, (batch id, key, provider id), marked ``sent`` in the same commit.
+
+        Several connections share one commit this way (a group commit): an fsync per
+        message would cap a send at one message per fsync. A key already ``sent`` or
+        ``rejected`` raises LedgerError and nothing is written.
+        """
+        now = _now()
+        with self._translate():
+            self._conn.execute("PRAGMA synchronous = FULL")
+            try:
+                with self._transaction() as conn:
+                    rehearsal = {b: self._rehearsal(conn, b) for b in {b for b, _k, _e in pending}}
+                    changed = conn.executemany(
+                        _UPSERT_ONE_PENDING,
+                        [(issue, rehearsal[b], k, e, b, now) for b, k, e in pending],
+                    ).rowcount
+                    if changed != len(pending):
+                        raise LedgerError(
+                            f"issue {issue}: a recipient is already {SENT} or {REJECTED}, "
+                            "refusing to mail it again"
+                        )
+                    conn.executemany(
+                        "UPDATE deliveries SET status = 'sent', provider_id = ?, updated_at = ? "
+                        "WHERE batch_id = ? AND key = ? AND status = 'pending'",
+                        [(p, now, b, k) for b, k, p in sent],
+                    )
+            finally:
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _rehearsal(self, conn: sqlite3.Connection, batch_id: int) -> bool:
+        """Whether the batch belongs to a rehearsal (an outbox send), by its send's provider."""
+        row = conn.execute(
+            "SELECT s.provider FROM batches AS b JOIN sends AS s ON b.send_id = s.id "
+            "WHERE b.id = ?",
+            (batch_id,),
+        ).fetchone()
+        if row is None:
+            raise LedgerError(f"{self.path}: batch {batch_id} does not exist")
+        return is_rehearsal(row[0])
+
     def _insert_batch(
         self, conn: sqlite3.Connection, send_id: int, issue: str, size: int, now: str
     ) -> tuple[int, bool]:
@@ -560,11 +629,14 @@ class Ledger:
         provider_id: str | None = None,
         error: str | None = None,
         rejected: Mapping[str, str] | None = None,
+        each: Mapping[str, tuple[str, str | None, str | None]] | None = None,
     ) -> None:
         """Record the provider's answer for a whole batch, in one transaction.
 
         ``status`` (sent, failed or unknown) applies to every recipient of the batch except the
-        keys in ``rejected`` (key -> the provider's reason), which become ``rejected``.
+        keys in ``rejected`` (key -> the provider's reason), which become ``rejected``, and the
+        keys in ``each`` (key -> status, provider id, error): a batch of SMTP messages has an
+        outcome per message.
         """
         if status not in FINISHED_BATCH_STATUSES:
             raise ValueError(
@@ -599,6 +671,17 @@ class Ledger:
                         f"{self.path}: batch {batch_id} was told of rejected recipients that "
                         "are not in it"
                     )
+            if each:
+                if any(s not in FINISHED_BATCH_STATUSES for s, _id, _error in each.values()):
+                    raise ValueError(f"a recipient finishes as one of {FINISHED_BATCH_STATUSES}")
+                # Keys of an open batch that never left have no row, and those already
+                # marked sent are not pending: both are left as they are.
+                conn.executemany(
+                    "UPDATE deliveries SET status = ?, provider_id = ?, error = ?, "
+                    "updated_at = ? WHERE issue = ? AND key = ? AND batch_id = ? "
+                    "AND status = 'pending'",
+                    [(s, p, e, now, issue, k, batch_id) for k, (s, p, e) in each.items()],
+                )
             conn.execute(
                 "UPDATE deliveries SET status = ?, provider_id = ?, error = ?, updated_at = ? "
                 "WHERE batch_id = ? AND status = 'pending'",
@@ -702,6 +785,18 @@ class Ledger:
                 (issue,),
             )
             return dict(rows.fetchall())
+
+    def sent_since(self, provider: str, since: datetime) -> list[float]:
+        """When (epoch seconds) each recipient sent through `provider` after `since` was
+        recorded, every issue: what a daily cap has already counted."""
+        with self._translate():
+            rows = self._conn.execute(
+                "SELECT d.updated_at FROM deliveries AS d JOIN batches AS b ON d.batch_id = b.id "
+                "JOIN sends AS s ON b.send_id = s.id WHERE s.provider = ? AND d.status = 'sent' "
+                "AND d.updated_at > ?",
+                (provider, since.isoformat(timespec="milliseconds")),
+            )
+            return [datetime.fromisoformat(row[0]).timestamp() for row in rows]
 
     def was_sent(self, issue: str) -> bool:
         """Whether any reader received the issue: the web archive publishes only sent issues.

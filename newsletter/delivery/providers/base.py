@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from newsletter.errors import ProviderError
+
 if TYPE_CHECKING:
     from newsletter.config import Config
     from newsletter.content.render import Rendered
@@ -30,14 +32,33 @@ class Sent:
     rejected: Mapping[str, str] = field(default_factory=dict)  # key -> reason
     #: Of the rejected keys, those whose mailbox will never take mail: they are suppressed.
     hard_bounces: frozenset[str] = frozenset()
+    #: A batch of several messages (SMTP) has an outcome per message. The provider's id per
+    #: accepted key, where each has its own (then `provider_id` is unused for those).
+    provider_ids: Mapping[str, str] = field(default_factory=dict)
+    #: Keys whose message left but whose answer never came (key -> why): never resent blindly.
+    unknown: Mapping[str, str] = field(default_factory=dict)
+    #: Keys not delivered because the batch stopped early (key -> why): sent again, and
+    #: `error` says why it stopped (a TransientProviderError is worth retrying them).
+    unsent: Mapping[str, str] = field(default_factory=dict)
+    error: ProviderError | None = None
+
+
+class Marks(Protocol):
+    """The ledger's marks for one message at a time, for a provider whose batch is a series
+    of messages (SMTP): pending (fsynced) before it leaves, sent as soon as it is accepted."""
+
+    def pending(self, recipient: Recipient) -> None: ...
+
+    def sent(self, key: str, provider_id: str) -> None: ...
 
 
 class Provider(Protocol):
     name: str
-    #: Recipients per request: SendGrid takes up to 1000; SMTP and the outbox one message each.
+    #: Recipients per request: SendGrid takes up to 1000; SMTP a few messages down one
+    #: connection; the outbox one message.
     batch_size: int
-    #: Requests that may be out at once, each from its own thread: several for SendGrid (a
-    #: connection each); one for SMTP (one connection) and the outbox.
+    #: Requests that may be out at once, each from its own thread: several for SendGrid and
+    #: SMTP (a connection each); one for the outbox.
     concurrency: int
 
     def send(self, batch: Sequence[Recipient]) -> Sent: ...
@@ -92,6 +113,11 @@ class ProviderSpec(Generic[A]):
     sandbox: bool = False
     #: Addresses it cannot take, known before connecting (SendGrid: a non-ASCII local part).
     refusal: Refusal | None = None
+    #: Its cap on messages (`rate_limit` in its section: "10/s", "50000/day"), if it has one.
+    rate_limit: Callable[[Config], str | None] | None = None
+    #: Spread a short list over every connection (batches of list / concurrency) rather
+    #: than fill a few full batches: SMTP, whose batch is a series of messages.
+    spread: bool = False
 
 
 def section(config: Config, name: str, model: type[M]) -> M:

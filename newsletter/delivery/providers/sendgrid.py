@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from newsletter import __version__
-from newsletter.config import env_secret, is_loopback, redact
+from newsletter.config import RateText, env_secret, is_loopback, redact
 from newsletter.content.issue import Line
 from newsletter.content.personalise import Part, escape, slot_values
 from newsletter.delivery.message import list_unsubscribe
@@ -60,6 +60,8 @@ class SendGridSettings(BaseModel):
     batch_size: int = Field(default=1000, ge=1, le=1000)
     #: Requests out at once: the API takes 100-300 ms to answer each one.
     concurrent_requests: int = Field(default=4, ge=1, le=16)
+    #: The plan's cap on messages, e.g. "600/min" or "50000/day"; empty: none.
+    rate_limit: RateText | None = None
 
 
 DEFAULT_SENDGRID_HOST = "https://api.sendgrid.com"
@@ -103,6 +105,7 @@ PROVIDER = ProviderSpec(
     batch_size=lambda config: section(config, "sendgrid", SendGridSettings).batch_size,
     sandbox=True,
     refusal=lambda address: refusal(address),
+    rate_limit=lambda config: section(config, "sendgrid", SendGridSettings).rate_limit,
 )
 
 TIMEOUT = 60.0
