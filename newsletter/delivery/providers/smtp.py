@@ -18,12 +18,13 @@ relay across the internet that is most of the time a send takes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import smtplib
 import ssl
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -78,6 +79,8 @@ class SMTPServer:
     timeout: float
     #: Connections open at once, each carrying one batch at a time.
     connections: int = 4
+    #: MAIL FROM for (recipient, issue): the bounce address, or its signed VERP form.
+    return_path: Callable[[str, str], str] | None = field(default=None, compare=False)
 
 
 def smtp_server(config: Config, host: str | None = None, port: int | None = None) -> SMTPServer:
@@ -99,7 +102,17 @@ def smtp_server(config: Config, host: str | None = None, port: int | None = None
         password=env_secret(env, "SMTP_PASSWORD") or None,
         timeout=s.timeout,
         connections=s.connections,
+        return_path=_return_path(config),
     )
+
+
+def _return_path(config: Config) -> Callable[[str, str], str]:
+    """Where bounces go; with `bounces.verp`, signed per recipient and issue. Tried once here
+    so that a VERP send without NEWSLETTER_SECRET is a readiness problem, not a stopped send."""
+    from newsletter.lists.verp import envelope_sender
+
+    envelope_sender(config, "reader@example.org", "issue")
+    return functools.partial(envelope_sender, config)
 
 
 PROVIDER = ProviderSpec(
@@ -212,6 +225,7 @@ class SMTPProvider:
         self.concurrency = server.connections
         self.builder = campaign.builder
         self.sender = campaign.headers.from_email
+        self.issue_id = campaign.issue_id
         self._secrets = campaign.secrets
         self._lock = threading.Lock()
         self._idle: list[_Connection] = []
@@ -377,7 +391,9 @@ class SMTPProvider:
 
     def _mail(self, message: _Message) -> bytes:
         utf8 = b" SMTPUTF8" if not message.address.isascii() else b""
-        return b"MAIL FROM:<" + self.sender.encode() + b">" + utf8 + b"\r\n"
+        path = self.server.return_path
+        sender = path(message.recipient.email, self.issue_id) if path else self.sender
+        return b"MAIL FROM:<" + sender.encode() + b">" + utf8 + b"\r\n"
 
     def _rcpt(self, message: _Message) -> bytes:
         return b"RCPT TO:<" + message.address.encode() + b">\r\n"
