@@ -23,6 +23,7 @@ from newsletter.config import Config, redact, secrets, sendgrid_account, smtp_se
 from newsletter.content.render import PACKAGE_TEMPLATES
 from newsletter.delivery.batches import BatchSender, Retries
 from newsletter.delivery.campaign import Campaign, prepare
+from newsletter.delivery.manifest import sha256_file, sha256_tree
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
 from newsletter.delivery.providers import Provider, open_provider
@@ -41,7 +42,7 @@ from newsletter.lists.subscribers import (
     read_subscribers,
 )
 from newsletter.lists.tokens import SECRET_ENV
-from newsletter.storage.ledger import Ledger, Manifest, sha256_file, sha256_tree
+from newsletter.storage.ledger import Ledger, Manifest
 from newsletter.storage.lock import send_lock
 
 __all__ = [
