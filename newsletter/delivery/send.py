@@ -38,12 +38,11 @@ from newsletter.lists.subscribers import (
     Skipped,
     Subscriber,
     SubscriberStream,
-    append_suppressions,
     read_subscribers,
 )
 from newsletter.lists.tokens import SECRET_ENV
 from newsletter.storage.ledger import Ledger, Manifest
-from newsletter.storage.lock import send_lock
+from newsletter.storage.store import Suppression, open_existing_store, open_store
 
 __all__ = [
     "Report",
@@ -234,10 +233,17 @@ def _classify(
 
 
 def _open_list(
-    path: Path, config: Config, options: SendOptions, campaign: Campaign
+    path: Path,
+    config: Config,
+    options: SendOptions,
+    campaign: Campaign,
+    suppressed: Iterable[str] = (),
 ) -> SubscriberStream:
     stream = read_subscribers(
-        path, tags=options.tags, suppressions=suppressions_path(config, options)
+        path,
+        tags=options.tags,
+        suppressions=suppressions_path(config, options),
+        suppressed=suppressed,
     )
     missing = campaign.missing_fields(stream.columns)
     if missing:
@@ -277,8 +283,15 @@ def dry_run(
         version = _version(config, issue_path, options)
         report.warnings += _changed_since(ledger, campaign.issue.id, version)
     skip_log = _SkipLog(config.build_dir / f"{campaign.issue.id}-skipped.csv")
+    # Read only: a dry run creates no store, and one that exists may hold suppressions.
+    store = open_existing_store(config)
     try:
-        with _open_list(list_path, config, options, campaign) as stream:
+        suppressed = list(store.suppressed_addresses()) if store else []
+    finally:
+        if store:
+            store.close()
+    try:
+        with _open_list(list_path, config, options, campaign, suppressed) as stream:
             shown: list[Recipient] = []
             total = estimate_rows(list_path) if on_progress else None
             on_rows = (lambda rows: on_progress(rows, total)) if on_progress else None
@@ -330,9 +343,10 @@ def send_issue(
     if options.provider == "outbox":
         report.outbox = str(config.outbox_dir)
     known_secrets = secrets(config)
-    with send_lock(config.state_dir, issue), Ledger(config.ledger_path) as ledger:
+    with open_store(config) as store, store.send_lock(issue):
+        ledger = store.ledger()
         ledger.recover(issue)
-        stream = _open_list(list_path, config, options, campaign)
+        stream = _open_list(list_path, config, options, campaign, store.suppressed_addresses())
         skip_log = _SkipLog(config.build_dir / f"{issue}-skipped.csv")
         manifest = _manifest(config, issue_path, list_path, options, campaign)
         report.warnings += _changed_since(
@@ -395,7 +409,10 @@ def send_issue(
             counts = {k: v for k, v in report.to_json().items() if isinstance(v, int)}
             ledger.finish_send(send_id, status=status, counts=counts)
             if sender is not None and sender.hard_bounces:
-                append_suppressions(suppressions_path(config, options), sender.hard_bounces)
+                store.suppress(
+                    Suppression(email, reason, "bounce", "send", issue)
+                    for email, reason in sender.hard_bounces
+                )
     return report
 
 

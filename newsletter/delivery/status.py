@@ -17,6 +17,7 @@ from typing import Any
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
+from newsletter.storage.store import open_existing_store
 
 #: The order a person reads the states in: delivered first, then what needs a decision.
 ORDER = ("sent", "unknown", "pending", "failed", "rejected")
@@ -32,6 +33,8 @@ class IssueStatus:
     ledger: Path
     sends: list[SendRecord]
     recipients: Counter[str]  # by status
+    #: Suppressions since, that its mail led to (bounces, complaints, unsubscribes), by kind.
+    suppressed: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,6 +42,7 @@ class IssueStatus:
             "ledger": str(self.ledger),
             "recipients": {s: self.recipients[s] for s in ORDER},
             "sends": [dataclasses.asdict(s) for s in self.sends],
+            "suppressed": self.suppressed,
         }
 
 
@@ -67,7 +71,12 @@ def _sends(ledger: Ledger, issue: str) -> list[SendRecord]:
 def issue_status(config: Config, issue: str) -> IssueStatus:
     """Every send of the issue with its manifest and counts, and its recipients by state."""
     with _open(config) as ledger:
-        return IssueStatus(issue, config.ledger_path, _sends(ledger, issue), ledger.counts(issue))
+        found = IssueStatus(issue, config.ledger_path, _sends(ledger, issue), ledger.counts(issue))
+    store = open_existing_store(config)
+    if store is not None:
+        with store:
+            found.suppressed.update(store.suppressions_by_issue(issue))
+    return found
 
 
 def recipients(config: Config, issue: str, status: str) -> Iterator[Delivery]:

@@ -321,7 +321,12 @@ class SubscriberStream:
     counts: Counter[str]
 
     def __init__(
-        self, path: Path, *, tags: Collection[str] = (), suppressions: Path | None = None
+        self,
+        path: Path,
+        *,
+        tags: Collection[str] = (),
+        suppressions: Path | None = None,
+        suppressed: Iterable[str] = (),
     ) -> None:
         self.path = path
         self.counts = Counter({"ok": 0, **{reason.value: 0 for reason in SkipReason}})
@@ -352,6 +357,11 @@ class SubscriberStream:
             if suppressions is not None:
                 source = suppressions.name
                 self._load_suppressions(self._db, suppressions)
+            # The store's suppressions (line 0): whatever wrote them, a send honours them.
+            self._db.executemany(
+                _CLAIM,
+                ((*_digest(_suppressed_address(a).casefold()), 0, _SUPPRESSED) for a in suppressed),
+            )
         except BaseException:
             self.close()
             raise
@@ -435,7 +445,11 @@ class SubscriberStream:
                     if cursor.rowcount == 0:
                         first, claimed = db.execute(_CLAIMED_BY, (h1, h2)).fetchone()
                         if claimed == _SUPPRESSED:
-                            detail = f"on the suppression list ({source}, line {first})"
+                            detail = (
+                                f"on the suppression list ({source}, line {first})"
+                                if first
+                                else "on the suppression list (the audience store)"
+                            )
                             yield skip(line, raw, SkipReason.SUPPRESSED, detail)
                         elif claimed == _UNSUBSCRIBED:
                             detail = f"unsubscribed at line {first}"
@@ -518,14 +532,19 @@ class SubscriberStream:
 
 
 def read_subscribers(
-    path: Path, *, tags: Collection[str] = (), suppressions: Path | None = None
+    path: Path,
+    *,
+    tags: Collection[str] = (),
+    suppressions: Path | None = None,
+    suppressed: Iterable[str] = (),
 ) -> SubscriberStream:
     """Open a subscriber list as a stream; whole-file problems raise here, before any row.
 
     `tags` keeps only subscribers with any of them; `suppressions` is a CSV file with an
-    `email` column (a missing file is an empty list).
+    `email` column (a missing file is an empty list); `suppressed` are more addresses never
+    to mail (the store's).
     """
-    return SubscriberStream(path, tags=tags, suppressions=suppressions)
+    return SubscriberStream(path, tags=tags, suppressions=suppressions, suppressed=suppressed)
 
 
 # --- the suppression list -------------------------------------------------------------------

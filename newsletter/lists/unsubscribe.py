@@ -14,11 +14,11 @@ import re
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from newsletter.config import Config
-from newsletter.lists.subscribers import append_suppressions
+from newsletter.lists.addresses import validate_address
 from newsletter.lists.tokens import SECRET_ENV, ForeignTokenError, TokenError, signer_from_env
+from newsletter.storage.store import Store, Suppression
 
 REASON = "unsubscribe request"
 
@@ -54,11 +54,22 @@ def token_in(text: str) -> str:
     return words[-1].strip("<>\"'()[],;") if words else ""
 
 
-def unsubscribe(config: Config, requests: Iterable[str], suppressions: Path) -> Unsubscribed:
-    """Check each request's token; add the addresses of the valid ones to `suppressions`.
+def _plain_address(request: str) -> str | None:
+    """The address itself, when the editor gives one: they need no token to unsubscribe it."""
+    text = request.strip()
+    if "@" not in text or "?" in text or " " in text:
+        return None
+    try:
+        return validate_address(text)
+    except ValueError:
+        return None
+
+
+def unsubscribe(config: Config, requests: Iterable[str], store: Store) -> Unsubscribed:
+    """Check each request's token; suppress the addresses of the valid ones in `store`.
 
     Tokens are checked with `NEWSLETTER_SECRET`, or, if it is unset, with the marked local
-    secret that outbox sends and dry runs sign with.
+    secret that outbox sends and dry runs sign with. A plain address is taken as it is.
     """
     signer = signer_from_env(config.env, config.list_id, allow_local=True)
     result = Unsubscribed()
@@ -67,7 +78,7 @@ def unsubscribe(config: Config, requests: Iterable[str], suppressions: Path) -> 
         if not request.strip():
             continue
         try:
-            address = signer.verify(token_in(request))
+            address = _plain_address(request) or signer.verify(token_in(request))
         except TokenError as exc:
             reason = str(exc)
             if signer.local and isinstance(exc, ForeignTokenError):
@@ -78,5 +89,7 @@ def unsubscribe(config: Config, requests: Iterable[str], suppressions: Path) -> 
             seen.add(address.casefold())
             result.addresses.append(address)
     if result.addresses:
-        result.added = append_suppressions(suppressions, [(a, REASON) for a in result.addresses])
+        result.added = store.suppress(
+            Suppression(a, REASON, "unsubscribe", "cli") for a in result.addresses
+        )
     return result
