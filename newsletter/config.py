@@ -60,6 +60,22 @@ class Unsubscribe(_Model):
     mailto: Address | None = None
 
 
+def _service_url(value: str) -> str:
+    host = value.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    if not value.startswith("https://") and host not in ("127.0.0.1", "localhost"):
+        raise ValueError(
+            "must be an https:// URL (mail clients require it for one-click unsubscribe); "
+            "http:// only for 127.0.0.1 or localhost"
+        )
+    return value.rstrip("/")
+
+
+class Service(_Model):
+    """The reader service (`newsletter serve`): where readers reach it, behind the proxy."""
+
+    url: Annotated[Url, AfterValidator(_service_url)] | None = None
+
+
 class SendGridSettings(_Model):
     category: Line = "newsletter"
     asm_group_id: int | None = None
@@ -108,6 +124,7 @@ class Settings(_Model):
     sendgrid: SendGridSettings = SendGridSettings()
     smtp: SMTPSettings = SMTPSettings()
     schedule: Schedule = Schedule()
+    service: Service = Service()
 
 
 @dataclass(frozen=True)
@@ -155,9 +172,17 @@ class Config:
         s = self.settings
         if s.unsubscribe.url:
             return s.unsubscribe.url
+        if s.service.url:
+            return s.service.url + "/unsubscribe"
         if s.web_base_url and s.web_base_url.startswith("https://"):
             return s.web_base_url.rstrip("/") + "/unsubscribe"
         return None
+
+    @cached_property
+    def subscribe_url(self) -> str | None:
+        """The reader service's signup page, for the archive and "Forwarded this?" lines."""
+        url = self.settings.service.url
+        return url + "/subscribe" if url else None
 
     @cached_property
     def unsubscribe_mailto(self) -> str:

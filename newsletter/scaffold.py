@@ -321,6 +321,10 @@ state_dir: .newsletter
 schedule:
   weekday: friday                     # monday ... sunday
 
+# The reader service (`newsletter serve`: unsubscribe page, signups, SendGrid's webhook).
+service:
+  url:                                # its public https address; empty: no service
+
 # The SendGrid provider (its key comes from SENDGRID_API_KEY).
 sendgrid:
   category: newsletter                # the category every message is tagged with

@@ -196,7 +196,12 @@ def render_site(
     """Every file of the site by name; `entries` newest first."""
     s = config.settings
     common: dict[str, Any] = {
-        "newsletter": {"name": s.name, "language": LANGUAGE, "web_base_url": s.web_base_url},
+        "newsletter": {
+            "name": s.name,
+            "language": LANGUAGE,
+            "web_base_url": s.web_base_url,
+            "subscribe_url": config.subscribe_url,
+        },
         "feeds": {"atom": ATOM, "rss": RSS} if feeds else None,
         "index": INDEX,
         "style": STYLE,
