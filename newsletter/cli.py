@@ -472,6 +472,23 @@ def unsubscribe(
             raise typer.Exit(int(ExitCode.ERROR))
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one.")] = 8080,
+) -> None:
+    """Run the reader service: one-click unsubscribe, signups, SendGrid's event webhook."""
+    with _errors():
+        from newsletter.web.reader import bind, bound_url, create_app, run
+
+        config = _config()
+        app_ = create_app(config)  # a missing secret is said before anything listens
+        sock = bind(host, port)
+        typer.echo(f"serving {config.settings.name} on {bound_url(sock)}", err=False)
+        sys.stdout.flush()
+        run(app_, sock)
+
+
 audience_app = typer.Typer(
     help="The audience the reader service shares: list, add, remove, import and export.",
     no_args_is_help=True,
