@@ -446,3 +446,17 @@ def test_a_cli_send_and_the_service_writing_at_the_same_moment_lose_nothing(
     )
     with open_store(reader.config) as store:
         assert store.ledger().counts(ISSUE_ID)["sent"] >= 400
+
+
+def test_one_inbox_gets_at_most_three_confirmations_an_hour(reader: Reader) -> None:
+    statuses, mails = [], len(reader.outbox())
+    for i in range(4):  # from four networks: the limit is the address's
+        ip = {"X-Forwarded-For": f"192.0.2.{i + 10}"}
+        page = reader.server.request("GET", "/subscribe", headers=ip)
+        body = urllib.parse.urlencode({"csrf": page.form(), "email": "Pat@Example.org"}).encode()
+        answer = reader.server.request(
+            "POST", "/subscribe", body, {**FORM, **ip, "Cookie": page.cookie()}
+        )
+        statuses.append(answer.status)
+    assert statuses == [200, 200, 200, 429]
+    assert len(reader.outbox()) == mails + 3
