@@ -155,3 +155,24 @@ def test_a_send_and_service_writes_at_the_same_moment_lose_nothing(ws: Path) -> 
             name="b 59",
             updated_at=store.member("b59@example.org").updated_at,  # type: ignore[union-attr]
         )
+
+
+def test_a_confirmed_signup_lifts_an_unsubscribe_but_never_a_bounce(ws: Path) -> None:
+    from newsletter.storage.store import Signup
+
+    with open_store(load_config(ws / "newsletter.yaml")) as store:
+        store.suppress(
+            [
+                Suppression("left@example.org", "unsubscribe request", "unsubscribe"),
+                Suppression("gone@example.org", "550 no such user", "bounce"),
+            ]
+        )
+        for n, address in enumerate(("left@example.org", "gone@example.org")):
+            store.begin_signup(Signup(f"n{n}", address, "", "2025-01-01", "form", "192.0.2.1"))
+        left = store.confirm_signup("n0", "2025-01-02")
+        gone = store.confirm_signup("n1", "2025-01-02")
+        assert left is not None and left.status == "subscribed"
+        assert store.suppression("left@example.org") is None
+        assert gone is not None and store.member("gone@example.org").status == "bounced"  # type: ignore[union-attr]
+        assert store.suppression("gone@example.org") is not None
+        assert store.confirm_signup("n0", "2025-01-03") is None  # a link works once

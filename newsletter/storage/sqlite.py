@@ -9,6 +9,7 @@ failing; every write is one `BEGIN IMMEDIATE` transaction of a few rows. That is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -415,4 +416,10 @@ class SQLiteStore:
                 "DELETE FROM suppressions WHERE key = ? AND kind = 'unsubscribe'",
                 (email.casefold(),),
             )
+            kept = conn.execute(
+                "SELECT kind FROM suppressions WHERE key = ?", (email.casefold(),)
+            ).fetchone()
+            if kept is not None:  # still suppressed: the status says why, not "subscribed"
+                member = dataclasses.replace(member, status=STATUS_OF_KIND[kept[0]])
+                self._put(conn, member)
         return member

@@ -378,7 +378,9 @@ def create_app(config: Config) -> Starlette:
     routes = [
         Route("/healthz", health),
         Route("/unsubscribe", guarded(service.unsubscribe_page), methods=["GET"]),
-        Route("/unsubscribe", guarded(service.unsubscribe_post, True), methods=["POST"]),
+        # No per-IP limit: mailbox providers send every reader's one-click POST from a few
+        # addresses, and each request needs a valid signed token anyway.
+        Route("/unsubscribe", guarded(service.unsubscribe_post), methods=["POST"]),
         Route("/resubscribe", guarded(service.resubscribe_post, True), methods=["POST"]),
         Route("/subscribe", guarded(service.subscribe_page), methods=["GET"]),
         Route("/subscribe", guarded(service.subscribe_post, True), methods=["POST"]),
