@@ -81,6 +81,9 @@ class Reader:
             for m in box
         ]
 
+    def outbox_count(self) -> int:
+        return sum(1 for _ in (self.root / "outbox" / "new").iterdir())
+
     def post_form(self, path: str, page: Answer, **fields: str) -> Answer:
         body = urllib.parse.urlencode({"csrf": page.form(), **fields}).encode()
         return self.server.request("POST", path, body, {**FORM, "Cookie": page.cookie()})
@@ -301,11 +304,11 @@ def test_the_answer_is_the_same_whether_or_not_the_address_is_subscribed(
 
 
 def test_a_filled_honeypot_writes_nothing_and_sends_nothing(reader: Reader) -> None:
-    before, mails = reader.state(), len(reader.outbox())
+    before, mails = reader.state(), reader.outbox_count()
     page = reader.server.request("GET", "/subscribe")
     answer = reader.post_form("/subscribe", page, email="bot@example.org", website="http://spam")
     assert answer.status == 200 and "Check your inbox" in answer.text
-    assert reader.state() == before and len(reader.outbox()) == mails
+    assert reader.state() == before and reader.outbox_count() == mails
 
 
 def test_a_flood_from_one_ip_is_refused_with_429(reader: Reader) -> None:
@@ -420,7 +423,7 @@ def test_a_signed_webhook_batch_suppresses_with_the_issue_that_caused_it(reader:
 def test_a_cli_send_and_the_service_writing_at_the_same_moment_lose_nothing(
     reader: Reader,
 ) -> None:
-    (reader.root / "busy.csv").write_text(readers(400, "busy.example"))
+    (reader.root / "busy.csv").write_text(readers(200, "busy.example"))
     send = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "send", SAMPLE, "--to", "busy.csv", "--yes", "--json"],
         cwd=reader.root,
@@ -438,18 +441,18 @@ def test_a_cli_send_and_the_service_writing_at_the_same_moment_lose_nothing(
         statuses.append(reader.server.request("POST", link, ONE_CLICK, {**FORM, **ip}).status)
     out, err = send.communicate(timeout=120)
     assert send.returncode == 0, err
-    assert json.loads(out)["sent"] == 400
+    assert json.loads(out)["sent"] == 200
     assert statuses == [200] * len(statuses)
     suppressed = reader.suppressed()
     assert all(
         suppressed.get(f"busy{i}@elsewhere.example") == "unsubscribe" for i in range(len(statuses))
     )
     with open_store(reader.config) as store:
-        assert store.ledger().counts(ISSUE_ID)["sent"] >= 400
+        assert store.ledger().counts(ISSUE_ID)["sent"] >= 200
 
 
 def test_one_inbox_gets_at_most_three_confirmations_an_hour(reader: Reader) -> None:
-    statuses, mails = [], len(reader.outbox())
+    statuses, mails = [], reader.outbox_count()
     for i in range(4):  # from four networks: the limit is the address's
         ip = {"X-Forwarded-For": f"192.0.2.{i + 10}"}
         page = reader.server.request("GET", "/subscribe", headers=ip)
@@ -459,4 +462,4 @@ def test_one_inbox_gets_at_most_three_confirmations_an_hour(reader: Reader) -> N
         )
         statuses.append(answer.status)
     assert statuses == [200, 200, 200, 429]
-    assert len(reader.outbox()) == mails + 3
+    assert reader.outbox_count() == mails + 3
