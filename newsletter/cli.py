@@ -567,7 +567,8 @@ def audience_import(
 ) -> None:
     """Import subscribers (or, with --suppressions, addresses never to mail) from CSV."""
     with _errors():
-        from newsletter.lists.audience import import_audience, import_suppressions_csv
+        from newsletter.lists.audience import import_audience
+        from newsletter.storage.csvfiles import import_suppressions_csv
         from newsletter.storage.store import open_store
 
         out = console()
@@ -597,7 +598,8 @@ def audience_export(
 ) -> None:
     """Write the audience (or the suppression list) to CSV; `import` reads it back unchanged."""
     with _errors():
-        from newsletter.lists.audience import export_audience, export_suppressions_csv
+        from newsletter.lists.audience import export_audience
+        from newsletter.storage.csvfiles import export_suppressions_csv
         from newsletter.storage.store import open_store
 
         with open_store(_config()) as store:

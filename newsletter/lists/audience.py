@@ -4,34 +4,29 @@ The store (`storage/`) is the one place of truth the reader service and the CLI 
 stays first-class around it. `import_audience` and `export_audience` round-trip every column
 (status, tags, personalisation fields, the consent record) without loss; `snapshot` writes
 the subscribed members as an ordinary subscriber list, so a send to the audience is a send
-to a file whose hash the manifest records, like any other. The suppression list imports from
-`suppressions.csv` (workspaces from before the store) and exports back to it.
+to a file whose hash the manifest records, like any other. (The suppression list's CSV
+files are the store's own business: `storage/csvfiles.py`.)
 """
 
 from __future__ import annotations
 
 import csv
-import io
-import os
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, cast
 
-from newsletter.delivery.manifest import sha256_file
-from newsletter.errors import SubscribersError, UsageError
+from newsletter.errors import UsageError
 from newsletter.lists.addresses import validate_address
+from newsletter.storage.csvfiles import csv_rows, write_csv_atomic
 from newsletter.storage.store import (
     MEMBER_STATUSES,
-    SUPPRESSION_KINDS,
     Consent,
     Member,
     MemberStatus,
     Store,
     Suppression,
-    SuppressionKind,
 )
 
 #: The audience's own columns, in export order; any other column is a personalisation field.
@@ -45,8 +40,6 @@ AUDIENCE_COLUMNS = (
     "consent_source",
     "consent_ip",
 )
-SUPPRESSION_COLUMNS = ("email", "reason", "kind", "source", "issue", "added_at")
-_BOUNCE_CODE = re.compile(r"\s*5\d\d\b")
 
 
 @dataclass
@@ -63,43 +56,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line, row with lowercased column names) of a UTF-8 CSV file, as Excel writes them."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SubscribersError(
-            f"{path}: no such file; give a CSV file with an `email` column"
-        ) from None
-    except UnicodeDecodeError:
-        raise SubscribersError(
-            f"{path}: not UTF-8 text; save it as UTF-8 CSV and try again"
-        ) from None
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    delimiter = max(",;\t", key=first.count)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    if not reader.fieldnames or "email" not in [c.strip().lower() for c in reader.fieldnames]:
-        raise SubscribersError(f"{path}:1: no `email` column; name the column of addresses `email`")
-    try:
-        for row in reader:
-            clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-            if any(clean.values()):
-                yield reader.line_num, clean
-    except csv.Error as e:
-        raise SubscribersError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
-
-
-def _write_atomic(path: Path, write: Iterable[list[str]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerows(write)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
 # --- the audience ---------------------------------------------------------------------------
 
 
@@ -108,7 +64,7 @@ def import_audience(store: Store, path: Path, *, source: str | None = None) -> I
     in the store (unsubscribed, bounced, complained), never subscribed again by a file."""
     result = Imported()
     source = source or f"import of {path.name}"
-    for line, row in _rows(path):
+    for line, row in csv_rows(path):
         raw = row.get("email", "")
         try:
             email = validate_address(raw)
@@ -172,7 +128,7 @@ def export_audience(store: Store, out: Path | IO[str], status: MemberStatus | No
     """Write the audience as CSV (to a file, atomically, or a stream); returns the members."""
     rows = list(audience_rows(store, status))
     if isinstance(out, Path):
-        _write_atomic(out, rows)
+        write_csv_atomic(out, rows)
     else:
         csv.writer(out, lineterminator="\n").writerows(rows)
     return len(rows) - 1
@@ -186,74 +142,8 @@ def snapshot(store: Store, path: Path) -> int:
     rows += [
         [m.email, m.name, ";".join(m.tags), *(m.fields.get(k, "") for k in extra)] for m in members
     ]
-    _write_atomic(path, rows)
+    write_csv_atomic(path, rows)
     return len(members)
-
-
-# --- the suppressions -----------------------------------------------------------------------
-
-
-def _kind(reason: str, given: str) -> SuppressionKind:
-    for kind in SUPPRESSION_KINDS:
-        if given == kind:
-            return kind
-    text = reason.lower()
-    if text.startswith("unsubscribe"):
-        return "unsubscribe"
-    if _BOUNCE_CODE.match(text) or "bounce" in text:
-        return "bounce"
-    if "spam" in text or "complain" in text:
-        return "complaint"
-    return "manual"
-
-
-def import_suppressions_csv(store: Store, path: Path, *, only_if_changed: bool = False) -> int:
-    """Put every address of a suppressions CSV into the store; returns how many were new.
-
-    With `only_if_changed`, a file already imported with the same contents is skipped, so
-    opening the store stays cheap and an address resubscribed since is not suppressed again.
-    """
-    if not path.is_file():
-        return 0
-    digest = sha256_file(path)
-    if only_if_changed and not store.note_import(str(path.resolve()), digest):
-        return 0
-    entries = []
-    for _line, row in _rows(path):
-        raw = row.get("email", "")
-        if not raw:
-            continue
-        try:
-            email = validate_address(raw)
-        except ValueError:
-            email = raw  # an invalid entry is still kept: it must never be mailed either
-        reason = row.get("reason", "") or "imported from " + path.name
-        entries.append(
-            Suppression(
-                email=email,
-                reason=reason,
-                kind=_kind(reason, row.get("kind", "")),
-                source=row.get("source", "") or "csv",
-                issue=row.get("issue") or None,
-                added_at=row.get("added_at", ""),
-            )
-        )
-    added = store.suppress(entries)
-    if not only_if_changed:
-        store.note_import(str(path.resolve()), digest)
-    return added
-
-
-def export_suppressions_csv(store: Store, path: Path) -> int:
-    """Write every suppression to a CSV file; a later open does not import it back again."""
-    rows = [list(SUPPRESSION_COLUMNS)]
-    rows += [
-        [s.email, s.reason, s.kind, s.source, s.issue or "", s.added_at]
-        for s in store.suppressions()
-    ]
-    _write_atomic(path, rows)
-    store.note_import(str(path.resolve()), sha256_file(path))
-    return len(rows) - 1
 
 
 # --- by hand --------------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def open_store(config: Config) -> Store:
     The first open imports `suppressions.csv` (and again whenever the file changes), so a
     workspace from before the store loses no suppression.
     """
-    from newsletter.lists.audience import import_suppressions_csv
+    from newsletter.storage.csvfiles import import_suppressions_csv
     from newsletter.storage.sqlite import SQLiteStore
 
     store = SQLiteStore(config.state_dir)
