@@ -7,10 +7,11 @@
     ├── TemplateError               a template that is missing or fails          (exit 1)
     ├── SubscribersError            a subscriber list that cannot be read        (exit 1)
     ├── LedgerError                 the ledger, or a send already running        (exit 1)
-    └── ProviderError               the provider refused or failed               (exit 3)
-        ├── PermanentProviderError  fix something before sending again (400/401/403/413)
-        ├── TransientProviderError  worth retrying: 429, 5xx, refused connections
-        └── UnknownOutcomeError     the request left us but no answer came back
+    ├── ProviderError               the provider refused or failed               (exit 3)
+    │   ├── PermanentProviderError  fix something before sending again (400/401/403/413)
+    │   ├── TransientProviderError  worth retrying: 429, 5xx, refused connections
+    │   └── UnknownOutcomeError     the request left us but no answer came back
+    └── RequestRefused              the reader service refuses a request (an HTTP 4xx/5xx)
 
 Anything else that escapes is a bug and keeps its traceback.
 """
@@ -103,3 +104,12 @@ class TransientProviderError(ProviderError):
 
 class UnknownOutcomeError(ProviderError):
     """The request was sent but no answer came: it may or may not have been delivered."""
+
+
+class RequestRefused(NewsletterError):
+    """`newsletter serve` refuses a request: the HTTP status and a sentence for the reader."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)

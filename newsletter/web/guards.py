@@ -17,18 +17,11 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from newsletter.errors import RequestRefused
+
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 JSON = "application/json"
-
-
-class Refused(Exception):
-    """A request refused with a status and a sentence the reader can understand."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-        super().__init__(message)
 
 
 @dataclass
@@ -70,12 +63,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 past `limit` bytes, whatever Content-Length claims."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise Refused(413, "That request is too large.")
+        raise RequestRefused(413, "That request is too large.")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise Refused(413, "That request is too large.")
+            raise RequestRefused(413, "That request is too large.")
     return bytes(body)
 
 
@@ -83,18 +76,18 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
     """A small HTML form (urlencoded, or multipart as RFC 8058 prefers): 415 for anything else."""
     kind = media_type(request)
     if kind not in (FORM, MULTIPART):
-        raise Refused(415, "This address takes a web form, nothing else.")
+        raise RequestRefused(415, "This address takes a web form, nothing else.")
     body = await read_body(request, limit)
     if kind == FORM:
         try:
             pairs = urllib.parse.parse_qsl(body.decode("utf-8"), strict_parsing=False)
         except UnicodeDecodeError:
-            raise Refused(400, "That form was not UTF-8 text.") from None
+            raise RequestRefused(400, "That form was not UTF-8 text.") from None
         return dict(pairs)
     head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     if not message.is_multipart():
-        raise Refused(400, "That form could not be read.")
+        raise RequestRefused(400, "That form could not be read.")
     form: dict[str, str] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")

@@ -33,7 +33,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from newsletter.config import Config
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.errors import ConfigError, NewsletterError, RequestRefused
 from newsletter.lists.addresses import validate_address
 from newsletter.lists.tokens import SECRET_ENV, PurposeSigner, TokenError, signer_from_env
 from newsletter.storage.store import Signup, Store, Suppression, open_store
@@ -41,7 +41,6 @@ from newsletter.web import webhook
 from newsletter.web.guards import (
     JSON,
     RateLimit,
-    Refused,
     client_ip,
     media_type,
     new_csrf_cookie,
@@ -158,7 +157,7 @@ class ReaderService:
         except TokenError:
             bound = ""
         if not cookie or not secrets.compare_digest(bound.encode(), cookie.encode()):
-            raise Refused(
+            raise RequestRefused(
                 403, "This form has expired or came from elsewhere. Reload the page and try again."
             )
 
@@ -170,7 +169,7 @@ class ReaderService:
         try:
             return self.unsubscribe.verify(token)
         except TokenError:
-            raise Refused(
+            raise RequestRefused(
                 400, "This unsubscribe link is not valid. Use the link from your latest email."
             ) from None
 
@@ -250,7 +249,7 @@ class ReaderService:
         self.check_csrf(request, form)
         ip = client_ip(request)
         if not self.per_ip.hit(ip):
-            raise Refused(429, "Too many signups from your network. Try again in a while.")
+            raise RequestRefused(429, "Too many signups from your network. Try again in a while.")
         sent = self.message(
             "Check your inbox",
             "If the address can get mail, a message with a confirmation link is on its way. "
@@ -262,9 +261,13 @@ class ReaderService:
         try:
             address = validate_address(form.get("email", "")[:254])
         except ValueError:
-            raise Refused(400, "That is not an email address. Go back and check it.") from None
+            raise RequestRefused(
+                400, "That is not an email address. Go back and check it."
+            ) from None
         if not self.per_address.hit(address.casefold()):
-            raise Refused(429, "We just sent a confirmation to that address. Check your inbox.")
+            raise RequestRefused(
+                429, "We just sent a confirmation to that address. Check your inbox."
+            )
         name = " ".join(form.get("name", "").split())[:100]
         signup = Signup(
             nonce=secrets.token_urlsafe(18),
@@ -290,7 +293,7 @@ class ReaderService:
             send_confirmation(self.config, message)
         except NewsletterError as exc:
             log.error("%s", exc)
-            raise Refused(
+            raise RequestRefused(
                 503, "We could not send the confirmation mail. Try again later."
             ) from None
 
@@ -299,7 +302,7 @@ class ReaderService:
             return self.confirm.verify(request.query_params.get("token", ""), now=time.time())
         except TokenError as exc:
             expired = "expired" in str(exc)
-            raise Refused(
+            raise RequestRefused(
                 400,
                 "This confirmation link has expired. Sign up again to get a new one."
                 if expired
@@ -323,7 +326,7 @@ class ReaderService:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         member = await self.db(lambda store: store.confirm_signup(nonce, now))
         if member is None:
-            raise Refused(409, "This link was already used. You are subscribed.")
+            raise RequestRefused(409, "This link was already used. You are subscribed.")
         return self.message(
             "You are subscribed",
             f"{member.email} will get {self.config.settings.name} from the next issue on.",
@@ -333,7 +336,7 @@ class ReaderService:
 
     async def sendgrid_events(self, request: Request) -> Response:
         if media_type(request) != JSON:
-            raise Refused(415, "expected application/json")
+            raise RequestRefused(415, "expected application/json")
         body = await read_body(request, WEBHOOK_LIMIT)
         try:
             await run_in_threadpool(
@@ -344,7 +347,7 @@ class ReaderService:
                 request.headers.get(webhook.TIMESTAMP_HEADER, ""),
             )
             found = webhook.suppressions(body, self.config.list_id)
-        except webhook.WebhookRefused as exc:
+        except RequestRefused as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=_HEADERS)
         except ConfigError as exc:
             log.error("%s", exc)
@@ -364,9 +367,11 @@ def create_app(config: Config) -> Starlette:
         async def run(request: Request) -> Response:
             try:
                 if posts and not service.posts_per_ip.hit(client_ip(request)):
-                    raise Refused(429, "Too many requests from your network. Try again soon.")
+                    raise RequestRefused(
+                        429, "Too many requests from your network. Try again soon."
+                    )
                 return await handler(request)
-            except Refused as refused:
+            except RequestRefused as refused:
                 title = "Too many requests" if refused.status == 429 else "That did not work"
                 return service.message(title, refused.message, refused.status)
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, RequestRefused
 from newsletter.storage.store import Suppression, SuppressionKind
 
 PUBLIC_KEY_ENV = "SENDGRID_WEBHOOK_PUBLIC_KEY"
@@ -27,14 +27,8 @@ MAX_AGE_S = 600
 _DROPPED_FOR_GOOD = ("bounce", "invalid")
 
 
-class WebhookRefused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        super().__init__(message)
-
-
 def verify(env: Mapping[str, str], body: bytes, signature: str, timestamp: str) -> None:
-    """Raise WebhookRefused unless SendGrid signed this body at about this time."""
+    """Raise RequestRefused unless SendGrid signed this body at about this time."""
     key = env.get(PUBLIC_KEY_ENV, "").strip()
     if not key:
         raise ConfigError(
@@ -42,9 +36,9 @@ def verify(env: Mapping[str, str], body: bytes, signature: str, timestamp: str) 
             "Settings > Event Webhook > Signature Verification) into the environment"
         )
     if not signature or not timestamp:
-        raise WebhookRefused(401, "unsigned: the signature and timestamp headers are required")
+        raise RequestRefused(401, "unsigned: the signature and timestamp headers are required")
     if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_AGE_S:
-        raise WebhookRefused(400, f"stale: the timestamp is more than {MAX_AGE_S} s away")
+        raise RequestRefused(400, f"stale: the timestamp is more than {MAX_AGE_S} s away")
     from sendgrid.helpers.eventwebhook import EventWebhook
 
     try:
@@ -54,7 +48,7 @@ def verify(env: Mapping[str, str], body: bytes, signature: str, timestamp: str) 
     except (ValueError, UnicodeDecodeError):
         good = False
     if not good:
-        raise WebhookRefused(403, "the signature does not match this body")
+        raise RequestRefused(403, "the signature does not match this body")
 
 
 def _kind(event: Mapping[str, Any]) -> SuppressionKind | None:
@@ -73,13 +67,13 @@ def _kind(event: Mapping[str, Any]) -> SuppressionKind | None:
 
 
 def suppressions(body: bytes, list_id: str) -> list[Suppression]:
-    """The suppressions a batch of events calls for; WebhookRefused if it is not a batch."""
+    """The suppressions a batch of events calls for; RequestRefused if it is not a batch."""
     try:
         events = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise WebhookRefused(400, "the body is not JSON") from None
+        raise RequestRefused(400, "the body is not JSON") from None
     if not isinstance(events, list):
-        raise WebhookRefused(400, "the body is not a list of events")
+        raise RequestRefused(400, "the body is not a list of events")
     found = []
     for event in events:
         if not isinstance(event, dict) or not isinstance(event.get("email"), str):
