@@ -463,3 +463,11 @@ def test_one_inbox_gets_at_most_three_confirmations_an_hour(reader: Reader) -> N
         statuses.append(answer.status)
     assert statuses == [200, 200, 200, 429]
     assert reader.outbox_count() == mails + 3
+
+
+def test_no_secret_or_token_reaches_the_service_log(reader: Reader) -> None:
+    """Runs last in the module: by now every route has been used, refused and flooded."""
+    link = Signer(SECRET, LIST_ID).url(reader.server.url + "/unsubscribe", "log@example.org")
+    assert reader.server.request("GET", link).status == 200
+    log = reader.server.log.read_text()
+    assert SECRET not in log and "token=" not in log and PUBLIC_KEY not in log

@@ -60,22 +60,26 @@ class ReaderServer:
         self.port = port
         self.url = ""
         self.process: subprocess.Popen[str] | None = None
+        #: What the service wrote to stderr (its log), for tests to read.
+        self.log = workspace / "serve.log"
 
     def __enter__(self) -> ReaderServer:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "serve", "--port", str(self.port)],
-            cwd=self.workspace,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        with self.log.open("w") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "serve", "--port", str(self.port)],
+                cwd=self.workspace,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         found = re.search(r"on (http://\S+)", line)
         if not found:
             self.process.kill()
-            _, err = self.process.communicate()
+            self.process.communicate()
+            err = self.log.read_text()
             raise RuntimeError(f"newsletter serve did not start: {line!r} {err}")
         self.url = found[1]
         return self
