@@ -42,7 +42,12 @@ from newsletter.lists.subscribers import (
 )
 from newsletter.lists.tokens import SECRET_ENV
 from newsletter.storage.ledger import Ledger, Manifest
-from newsletter.storage.store import Suppression, open_existing_store, open_store
+from newsletter.storage.store import (
+    Suppression,
+    existing_ledger,
+    open_existing_store,
+    open_store,
+)
 
 __all__ = [
     "Report",
@@ -278,7 +283,7 @@ def dry_run(
     )
     report.warnings = _readiness(config, options.provider)
     out = out or config.build_dir / "preview" / campaign.issue.id
-    ledger = Ledger(config.ledger_path) if config.ledger_path.exists() else None
+    ledger = existing_ledger(config)
     if ledger:
         version = _version(config, issue_path, options)
         report.warnings += _changed_since(ledger, campaign.issue.id, version)

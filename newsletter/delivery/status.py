@@ -17,7 +17,7 @@ from typing import Any
 from newsletter.config import Config
 from newsletter.errors import NewsletterError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
-from newsletter.storage.store import open_existing_store
+from newsletter.storage.store import existing_ledger, open_existing_store
 
 #: The order a person reads the states in: delivered first, then what needs a decision.
 ORDER = ("sent", "unknown", "pending", "failed", "rejected")
@@ -52,11 +52,12 @@ def issue_id(given: str) -> str:
 
 
 def _open(config: Config) -> Ledger:
-    if not config.ledger_path.is_file():
+    ledger = existing_ledger(config)
+    if ledger is None:
         raise NoSendError(
             f"no ledger at {config.ledger_path}: nothing has been sent from this workspace"
         )
-    return Ledger(config.ledger_path)
+    return ledger
 
 
 def _sends(ledger: Ledger, issue: str) -> list[SendRecord]:

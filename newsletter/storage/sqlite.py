@@ -202,6 +202,11 @@ class SQLiteStore:
     def has_ledger(self) -> bool:
         return (self.state_dir / "ledger.sqlite").is_file()
 
+    @staticmethod
+    def existing_ledger(state_dir: Path) -> Ledger | None:
+        path = state_dir / "ledger.sqlite"
+        return Ledger(path) if path.is_file() else None
+
     def send_lock(self, issue: str) -> AbstractContextManager[None]:
         return send_lock(self.state_dir, issue)
 

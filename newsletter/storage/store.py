@@ -191,3 +191,11 @@ def open_existing_store(config: Config) -> Store | None:
     if not SQLiteStore.exists(config.state_dir):
         return None
     return open_store(config)
+
+
+def existing_ledger(config: Config) -> Ledger | None:
+    """The ledger for reading (`status`, the archive), or None if nothing was ever sent
+    from here: it creates nothing, not even the store."""
+    from newsletter.storage.sqlite import SQLiteStore
+
+    return SQLiteStore.existing_ledger(config.state_dir)
