@@ -8,7 +8,11 @@ CLI and the reader's service (`newsletter serve`) share it safely at the same mo
 
 SQLite (`storage/sqlite.py`) is the embedded default. A PostgreSQL store, for a team whose
 service and senders run on different machines, is another class with these methods and one
-more branch in `open_store`: nothing outside `storage/` sees SQL.
+more branch in `open_store` (chosen by a connection URL): nothing outside `storage/` sees SQL.
+What it would take: the same tables; `suppress` as INSERT ... ON CONFLICT DO NOTHING;
+`confirm_signup` as UPDATE ... WHERE used_at IS NULL RETURNING, as here; `send_lock` as
+`pg_try_advisory_lock` on the issue's hash (held by the session, so a killed sender frees it);
+and a ledger with the methods of today's `Ledger`, which are the contract.
 """
 
 from __future__ import annotations
