@@ -20,6 +20,7 @@ demo: $(BIN)/newsletter
 
 ## Set up and run the whole test suite, the linters and the type checker.
 test: $(BIN)/newsletter
+	scripts/system-deps
 	$(BIN)/ruff format --check newsletter tests bench
 	$(BIN)/ruff check newsletter tests bench
 	$(BIN)/mypy

@@ -3,13 +3,19 @@
 Library modules are imported inside each command so that `newsletter render` never pays
 for the SendGrid client, and errors of ours become one red line and an exit code here,
 in one place.
+
+Over 400 lines on purpose: one short function per command, all of them typer
+declarations and calls, with the one error seam (`_errors`) they share; split by
+command, the seam and the shared options would have to be imported back into each.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -20,6 +26,7 @@ from newsletter import __version__
 from newsletter.console import (
     console,
     escape,
+    print_error_json,
     print_report,
     print_status,
     show_path,
@@ -29,6 +36,7 @@ from newsletter.errors import ExitCode, NewsletterError, UsageError
 
 if TYPE_CHECKING:
     from newsletter.config import Config
+    from newsletter.delivery.send import SendOptions
 
 T = TypeVar("T")
 
@@ -41,32 +49,44 @@ app = typer.Typer(
 )
 
 
-class State:
+@dataclass(frozen=True)
+class Options:
+    """The options given before the command, handed to it as typer's context object
+    (`ctx.obj`) rather than kept in a module-level global."""
+
     config_path: Path | None = None
 
 
-_state = State()
-
-
 @contextmanager
-def _errors() -> Iterator[None]:
-    """The one seam where our exceptions become a red line and an exit code."""
+def _errors(as_json: bool = False) -> Iterator[None]:
+    """The one seam where our exceptions become a red line and an exit code.
+
+    With `--json`, stdout also gets one JSON object for the error (with the report of a
+    send that stopped), so a script reading stdout is never left with nothing.
+    """
     try:
         yield
     except NewsletterError as exc:
         err = console(stderr=True)
-        for line in str(exc).splitlines() or [type(exc).__name__]:
+        from newsletter.config import env_secrets, redact
+
+        # the library scrubs what it knows; this catches a secret in any other message
+        message = redact(str(exc), env_secrets(os.environ))
+        for line in message.splitlines() or [type(exc).__name__]:
             err.print(f"[red]error:[/red] {escape(line)}", highlight=False)
+        if as_json:
+            print_error_json(exc)
         raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:
         console(stderr=True).print("[yellow]interrupted[/yellow]")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
-def _config() -> Config:
+def _config(ctx: typer.Context) -> Config:
     from newsletter.config import load_config
 
-    return load_config(_state.config_path)
+    options = ctx.obj if isinstance(ctx.obj, Options) else Options()
+    return load_config(options.config_path)
 
 
 def _version(value: bool) -> None:
@@ -77,6 +97,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -91,7 +112,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Issues as YAML files, rendered once, sent to every subscriber exactly once."""
-    _state.config_path = config
+    ctx.obj = Options(config_path=config)
 
 
 IssueArg = Annotated[
@@ -134,6 +155,7 @@ def init(
 
 @app.command()
 def new(
+    ctx: typer.Context,
     title: Annotated[str, typer.Argument(help="The issue's title.", show_default=False)],
     date: Annotated[
         datetime | None,
@@ -149,14 +171,102 @@ def new(
     with _errors():
         from newsletter.scaffold import new_issue
 
-        created = new_issue(_config(), title, date=date.date() if date else None)
+        created = new_issue(_config(ctx), title, date=date.date() if date else None)
         console().print(show_path(created.path), markup=False)
         for warning in created.warnings:
             console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @app.command()
+def add(
+    ctx: typer.Context,
+    urls: Annotated[
+        list[str] | None, typer.Argument(help="Links to add.", show_default=False)
+    ] = None,
+    issue: Annotated[
+        Path | None,
+        typer.Option(
+            "--issue", help="The issue file (default: the next unsent one, or a new one)."
+        ),
+    ] = None,
+    section: Annotated[
+        str | None,
+        typer.Option("--section", help="Add to the section with this title (made if missing)."),
+    ] = None,
+    from_feed: Annotated[
+        list[str] | None,
+        typer.Option("--from-feed", help="An RSS or Atom feed: add its new entries (repeatable)."),
+    ] = None,
+    from_feeds: Annotated[
+        bool, typer.Option("--from-feeds", help="Add the new entries of every feed in sources:.")
+    ] = False,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            formats=["%Y-%m-%d"],
+            help="Feed entries from this day on, YYYY-MM-DD (default: the last sent issue's date).",
+            show_default=False,
+        ),
+    ] = None,
+    again: Annotated[
+        bool, typer.Option("--again", help="Add links featured in another issue all the same.")
+    ] = False,
+    allow_local: Annotated[
+        bool,
+        typer.Option(
+            "--allow-local", help="Also fetch private, loopback and link-local addresses."
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each page.")
+    ] = 15.0,
+) -> None:
+    """Fetch links and add each as an article (headline, teaser, image, source) to an issue."""
+    with _errors():
+        from newsletter.content.collect.add import AddOptions, add_from_feeds, add_links
+
+        config = _config(ctx)
+        options = AddOptions(
+            issue=issue, section=section, again=again, allow_local=allow_local, timeout=timeout
+        )
+        feeds = [*(from_feed or ()), *(config.settings.sources if from_feeds else ())]
+        if since is not None and not (from_feed or from_feeds):
+            raise UsageError("--since goes with --from-feed FEED_URL or --from-feeds")
+        if feeds or from_feeds:
+            if urls:
+                raise UsageError("give links or feeds, not both")
+            report = add_from_feeds(config, feeds, options, since.date() if since else None)
+        else:
+            report = add_links(config, urls or [], options)
+        out, err = console(), console(stderr=True)
+        if report.since is not None:
+            out.print(f"feed entries since {report.since}", markup=False)
+        if report.created and report.issue is not None:
+            out.print(f"started {show_path(report.issue)}", markup=False)
+        for result in report.results:
+            if result.outcome == "failed":
+                err.print(f"[red]error:[/red] {escape(result.url)}: {escape(result.message)}")
+            elif result.outcome == "skipped":
+                err.print(
+                    f"[yellow]skipped:[/yellow] {escape(result.url)}: {escape(result.message)}"
+                )
+            else:
+                out.print(f"[green]added[/green] {escape(result.message)}")
+                for note in result.notes:
+                    out.print(f"  {escape(note)}", highlight=False)
+        where = f" to {escape(str(show_path(report.issue)))}" if report.issue else ""
+        out.print(
+            f"{report.count('added')} added{where}, "
+            f"{report.count('skipped')} skipped, {report.count('failed')} failed"
+        )
+        if report.count("failed"):
+            raise typer.Exit(int(ExitCode.ERROR))
+
+
+@app.command()
 def check(
+    ctx: typer.Context,
     issues: Annotated[list[Path], typer.Argument(help="Issue files to check.")],
     strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
     links: Annotated[
@@ -179,7 +289,7 @@ def check(
         from newsletter.content.render import render_issue
         from newsletter.errors import IssueError
 
-        config = _config()
+        config = _config(ctx)
         out, err = console(), console(stderr=True)
         errors = warnings = 0
         for path in issues:
@@ -198,14 +308,15 @@ def check(
             warnings += sum(f.level == "warning" for f in findings)
             clean = not findings
             if links:
-                from newsletter.content.links import check_links
+                from newsletter.content.links import LINKS_FILE, check_links
 
                 labels = {
                     "error": ("error", "red"),
                     "warning": ("warning", "yellow"),
                     "info": ("redirect", "dim"),
                 }
-                for result in check_links(issue, timeout=link_timeout):
+                record = config.state_dir / LINKS_FILE
+                for result in check_links(issue, timeout=link_timeout, record=record):
                     if result.level is None:
                         continue
                     label, color = labels[result.level]
@@ -223,7 +334,38 @@ def check(
 
 
 @app.command()
+def links(ctx: typer.Context, issue: IssueArg) -> None:
+    """List the issue's links with what the last `check --links` found for each."""
+    with _errors():
+        from newsletter.content.issue import load_issue
+        from newsletter.content.links import LINKS_FILE, recorded
+
+        config = _config(ctx)
+        found = recorded(load_issue(issue), config.state_dir / LINKS_FILE)
+        out = console()
+        colors = {"ok": "green", "redirected": "dim", "broken": "red", "unknown": "yellow"}
+        for url, places, last in found:
+            if last is None:
+                state = "[dim]not checked[/dim]"
+            else:
+                color = colors[last.outcome]
+                state = (
+                    f"[{color}]{last.outcome}[/{color}] {escape(last.message)} ({last.checked_at})"
+                )
+            out.print(f"{escape(url)}  {state}", highlight=False)
+            for place in places:
+                out.print(f"  {escape(str(place))}", highlight=False)
+        broken = sum(last is not None and last.outcome == "broken" for _, _, last in found)
+        unchecked = sum(last is None for _, _, last in found)
+        out.print(
+            f"{len(found)} links: {broken} broken, {unchecked} not checked"
+            + ("; run `newsletter check --links` to check them" if unchecked else "")
+        )
+
+
+@app.command()
 def render(
+    ctx: typer.Context,
     issue: IssueArg,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder [default: build/].")
@@ -234,7 +376,7 @@ def render(
     with _errors():
         from newsletter.web.preview_files import render_files
 
-        config = _config()
+        config = _config(ctx)
         result = render_files(issue, config, out or config.build_dir, templates)
         say = console()
         for path in (result.html, result.text, result.eml):
@@ -249,6 +391,7 @@ def render(
 
 @app.command()
 def preview(
+    ctx: typer.Context,
     issue: IssueArg,
     open_browser: Annotated[
         bool, typer.Option("--open/--no-open", help="Open it in the browser.")
@@ -270,7 +413,7 @@ def preview(
     with _errors():
         from newsletter.web.preview_files import render_files
 
-        config = _config()
+        config = _config(ctx)
         if serve:
             from newsletter.web.preview_server import serve as serve_preview
 
@@ -297,6 +440,7 @@ def preview(
 
 @app.command()
 def send(
+    ctx: typer.Context,
     issue: IssueArg,
     to: Annotated[
         Path | None,
@@ -330,24 +474,40 @@ def send(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="List every skipped row.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Send although `newsletter check` finds errors in the issue."),
+    ] = False,
+    as_new_issue: Annotated[
+        bool,
+        typer.Option(
+            "--as-new-issue",
+            help="Send although the same issue (same file content, or same date and title) "
+            "was already sent under another id, e.g. before the file was renamed.",
+        ),
+    ] = False,
     templates: TemplatesOpt = None,
 ) -> None:
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
-    with _errors():
-        from newsletter.delivery.providers import NAMES
-        from newsletter.delivery.send import SendOptions, SendStopped, send_issue, send_test
+    with _errors(as_json):
+        from newsletter.delivery.providers import PROVIDERS
+        from newsletter.delivery.send import SendOptions, refuse, send_issue, send_test
         from newsletter.delivery.send import dry_run as plan
+        from newsletter.delivery.stop import stop_on_signals
+        from newsletter.errors import NothingSent, SendStopped
 
-        config = _config()
+        config = _config(ctx)
         name = provider or config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider
-        if name not in NAMES:
-            raise UsageError(f"--provider {name!r}: choose one of {', '.join(NAMES)}")
+        if name not in PROVIDERS:
+            raise UsageError(f"--provider {name!r}: choose one of {', '.join(PROVIDERS)}")
         options = SendOptions(
             provider=name,
             tags=tuple(tag or ()),
             templates=templates,
             retry_unknown=retry_unknown,
             sandbox=sandbox,
+            force=force,
+            as_new_issue=as_new_issue,
         )
         if test_to:
             print_report(send_test(config, issue, test_to, options), as_json, verbose)
@@ -365,6 +525,7 @@ def send(
                 label="checking",
             )
             print_report(checked, as_json, verbose)
+            refuse(checked)
             return
         if not yes:
             if not sys.stdin.isatty():
@@ -375,26 +536,89 @@ def send(
                 label="checking",
             )
             print_report(preview, False, False)
+            refuse(preview)
             what = "validate" if sandbox else "send"
-            if not typer.confirm(
-                f"{what.capitalize()} {preview.subject!r} to {preview.to_send} recipients "
-                f"via {name}?",
-                default=False,
-            ):
+            try:
+                confirmed = typer.confirm(
+                    f"{what.capitalize()} {preview.subject!r} to {preview.to_send} recipients "
+                    f"via {name}?",
+                    default=False,
+                )
+            except typer.Abort:  # Ctrl-C (or end of input) at the prompt
+                console(stderr=True).print("[yellow]interrupted[/yellow]: nothing was sent")
+                raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            if not confirmed:
                 raise typer.Exit(int(ExitCode.ERROR))
         try:
-            report = with_progress(
-                lambda progress: send_issue(config, issue, to, options, on_progress=progress),
-                enabled=not as_json,
-            )
-        except SendStopped as exc:
-            print_report(exc.report, as_json, verbose)
+            with stop_on_signals() as stop:
+                report = with_progress(
+                    lambda progress: send_issue(
+                        config, issue, to, options, on_progress=progress, stop=stop
+                    ),
+                    enabled=not as_json,
+                )
+        except (SendStopped, NothingSent) as exc:
+            if isinstance(exc, SendStopped):
+                exc.report.resume = _resume_command(ctx, issue, to, name, options)
+            if not as_json:  # with --json, the error's JSON carries the report
+                print_report(exc.report, as_json, verbose)
+                if exc.report.resume:
+                    console().print(f"To resume: {exc.report.resume}", markup=False)
             raise
         print_report(report, as_json, verbose)
 
 
+def _resume_command(
+    ctx: typer.Context, issue: Path, to: Path, provider: str, options: SendOptions
+) -> str:
+    """The command that sends to everyone this stopped send did not reach."""
+    import shlex
+
+    words = ["newsletter"]
+    given = ctx.obj if isinstance(ctx.obj, Options) else Options()
+    if given.config_path is not None:
+        words += ["--config", str(given.config_path)]
+    words += ["send", str(issue), "--to", str(to), "--provider", provider]
+    for tag in options.tags:
+        words += ["--tag", tag]
+    if options.templates is not None:
+        words += ["--templates", str(options.templates)]
+    for flag, on in (
+        ("--sandbox", options.sandbox),
+        ("--force", options.force),
+        ("--as-new-issue", options.as_new_issue),
+    ):
+        if on:
+            words.append(flag)
+    return shlex.join(words)
+
+
+@app.command()
+def backup(
+    ctx: typer.Context,
+    dest: Annotated[
+        Path,
+        typer.Argument(
+            help="Where to write the copy, e.g. backups/ledger-2025-08-01.sqlite; never "
+            "overwritten.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Copy the ledger safely (SQLite's online backup), even while a send runs."""
+    with _errors():
+        from newsletter.delivery.status import backup_ledger
+
+        config = _config(ctx)
+        backup_ledger(config, dest)
+        console().print(
+            f"backed up {show_path(config.ledger_path)} to {show_path(dest)}", markup=False
+        )
+
+
 @app.command()
 def status(
+    ctx: typer.Context,
     issue: Annotated[
         str,
         typer.Argument(
@@ -412,20 +636,26 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
 ) -> None:
     """What the ledger says about an issue: each send, and who got it and who did not."""
-    with _errors():
-        import csv
-
+    with _errors(as_json):
         from newsletter.delivery import status as ledger_status
+        from newsletter.lists.cells import CellWriter
 
-        config = _config()
+        config = _config(ctx)
         issue_id = ledger_status.issue_id(issue)
         if show is not None:
             rows = ledger_status.recipients(config, issue_id, show)
-            writer = csv.writer(sys.stdout, lineterminator="\n")
-            writer.writerow(["email", "status", "updated_at", "provider_id", "error"])
+            writer = CellWriter(sys.stdout, lineterminator="\n")
+            writer.writerow(["email", "status", "updated_at", "provider_id", "error", "rehearsal"])
             for d in rows:
                 writer.writerow(
-                    [d.email, d.status, d.updated_at, d.provider_id or "", d.error or ""]
+                    [
+                        d.email,
+                        d.status,
+                        d.updated_at,
+                        d.provider_id or "",
+                        d.error or "",
+                        "outbox" if d.rehearsal else "",
+                    ]
                 )
             return
         found = ledger_status.issue_status(config, issue_id)
@@ -439,6 +669,7 @@ def status(
 
 @app.command()
 def unsubscribe(
+    ctx: typer.Context,
     requests: Annotated[
         list[str],
         typer.Argument(
@@ -452,7 +683,7 @@ def unsubscribe(
         from newsletter.lists.unsubscribe import unsubscribe as suppress
         from newsletter.storage.store import open_store
 
-        config = _config()
+        config = _config(ctx)
         given = [
             line for r in requests for line in (sys.stdin.read().splitlines() if r == "-" else [r])
         ]
@@ -474,6 +705,7 @@ def unsubscribe(
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one.")] = 8080,
 ) -> None:
@@ -481,7 +713,7 @@ def serve(
     with _errors():
         from newsletter.web.reader import bind, bound_url, create_app, run
 
-        config = _config()
+        config = _config(ctx)
         app_ = create_app(config)  # a missing secret is said before anything listens
         sock = bind(host, port)
         typer.echo(f"serving {config.settings.name} on {bound_url(sock)}", err=False)
@@ -499,6 +731,7 @@ AddressArg = Annotated[str, typer.Argument(help="An email address.", show_defaul
 
 @audience_app.command("list")
 def audience_list(
+    ctx: typer.Context,
     status: Annotated[
         str | None,
         typer.Option(
@@ -513,12 +746,13 @@ def audience_list(
 
         if status is not None and status not in MEMBER_STATUSES:
             raise UsageError(f"--status {status!r}: choose one of {', '.join(MEMBER_STATUSES)}")
-        with open_store(_config()) as store:
+        with open_store(_config(ctx)) as store:
             export_audience(store, sys.stdout, status)
 
 
 @audience_app.command("add")
 def audience_add(
+    ctx: typer.Context,
     address: AddressArg,
     name: Annotated[str, typer.Option("--name", help="The reader's name.")] = "",
 ) -> None:
@@ -527,19 +761,19 @@ def audience_add(
         from newsletter.lists.audience import add_by_hand
         from newsletter.storage.store import open_store
 
-        with open_store(_config()) as store:
+        with open_store(_config(ctx)) as store:
             member = add_by_hand(store, address, name)
         console().print(f"{escape(member.email)}: {member.status}")
 
 
 @audience_app.command("remove")
-def audience_remove(address: AddressArg) -> None:
+def audience_remove(ctx: typer.Context, address: AddressArg) -> None:
     """Unsubscribe an address: it is suppressed, so no send mails it again."""
     with _errors():
         from newsletter.lists.audience import remove_by_hand
         from newsletter.storage.store import open_store
 
-        with open_store(_config()) as store:
+        with open_store(_config(ctx)) as store:
             added = remove_by_hand(store, address)
         console().print(
             f"{escape(address)}: " + ("unsubscribed" if added else "already suppressed")
@@ -547,19 +781,20 @@ def audience_remove(address: AddressArg) -> None:
 
 
 @audience_app.command("resubscribe")
-def audience_resubscribe(address: AddressArg) -> None:
+def audience_resubscribe(ctx: typer.Context, address: AddressArg) -> None:
     """Lift an address's suppression (after the reader asked again) and mark it subscribed."""
     with _errors():
         from newsletter.lists.audience import resubscribe_by_hand
         from newsletter.storage.store import open_store
 
-        with open_store(_config()) as store:
+        with open_store(_config(ctx)) as store:
             changed = resubscribe_by_hand(store, address)
         console().print(f"{escape(address)}: " + ("subscribed" if changed else "nothing to change"))
 
 
 @audience_app.command("import")
 def audience_import(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="A CSV file with an email column.")],
     suppressions: Annotated[
         bool, typer.Option("--suppressions", help="The file is a suppression list.")
@@ -572,7 +807,7 @@ def audience_import(
         from newsletter.storage.store import open_store
 
         out = console()
-        with open_store(_config()) as store:
+        with open_store(_config(ctx)) as store:
             if suppressions:
                 added = import_suppressions_csv(store, path)
                 out.print(f"{added} added to the suppression list")
@@ -591,6 +826,7 @@ def audience_import(
 
 @audience_app.command("export")
 def audience_export(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="The CSV file to write.")],
     suppressions: Annotated[
         bool, typer.Option("--suppressions", help="Export the suppression list instead.")
@@ -602,7 +838,7 @@ def audience_export(
         from newsletter.storage.csvfiles import export_suppressions_csv
         from newsletter.storage.store import open_store
 
-        with open_store(_config()) as store:
+        with open_store(_config(ctx)) as store:
             if suppressions:
                 n = export_suppressions_csv(store, path)
             else:
@@ -612,6 +848,7 @@ def audience_export(
 
 @app.command()
 def archive(
+    ctx: typer.Context,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder [default: site/].")
     ] = None,
@@ -624,7 +861,7 @@ def archive(
     with _errors():
         from newsletter.web.archive import build_archive
 
-        result = build_archive(_config(), out, drafts=drafts, templates=templates)
+        result = build_archive(_config(ctx), out, drafts=drafts, templates=templates)
         say = console()
         pages = len(result.published)
         drafts_note = f", {len(result.drafts)} of them drafts" if result.drafts else ""

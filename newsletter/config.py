@@ -7,22 +7,26 @@ committed and shared.
 
 from __future__ import annotations
 
+import base64
+import functools
+import ipaddress
+import json
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from newsletter.content import yamldoc
 from newsletter.content.issue import Line, Url
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, ProblemList
 
 CONFIG_NAME = "newsletter.yaml"
-ProviderName = Literal["outbox", "smtp", "sendgrid"]
 
 
 def _address(value: str) -> str:
@@ -76,22 +80,6 @@ class Service(_Model):
     url: Annotated[Url, AfterValidator(_service_url)] | None = None
 
 
-class SendGridSettings(_Model):
-    category: Line = "newsletter"
-    asm_group_id: int | None = None
-    batch_size: int = Field(default=1000, ge=1, le=1000)
-    #: Requests out at once: the API takes 100-300 ms to answer each one.
-    concurrent_requests: int = Field(default=4, ge=1, le=16)
-
-
-class SMTPSettings(_Model):
-    host: Line = "localhost"
-    port: int | None = Field(default=None, ge=1, le=65535)
-    security: Literal["starttls", "ssl", "none"] = "starttls"
-    user: Line | None = None
-    timeout: float = Field(default=30.0, gt=0)
-
-
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 #: Monday first, as `date.weekday()` counts.
 WEEKDAYS: tuple[Weekday, ...] = get_args(Weekday)
@@ -108,7 +96,11 @@ class Schedule(_Model):
 
 
 class Settings(_Model):
-    """What `newsletter.yaml` may hold; unknown keys are errors, so typos surface."""
+    """What `newsletter.yaml` may hold; unknown keys are errors, so typos surface.
+
+    Each provider's section (`smtp:`, `sendgrid:`) is declared by the provider itself:
+    `settings_model` adds them, and a provider reads its own with `providers.base.section`.
+    """
 
     name: Line
     from_: Sender = Field(alias="from")
@@ -117,14 +109,15 @@ class Settings(_Model):
     web_base_url: Url | None = None
     list_id: Line | None = None
     unsubscribe: Unsubscribe = Unsubscribe()
-    provider: ProviderName = "outbox"
+    #: One of the registered providers: `settings_model` limits it to their names.
+    provider: Line = "outbox"
     templates: str | None = None
     outbox: str = "outbox"
     state_dir: str = ".newsletter"
-    sendgrid: SendGridSettings = SendGridSettings()
-    smtp: SMTPSettings = SMTPSettings()
     schedule: Schedule = Schedule()
     service: Service = Service()
+    #: RSS or Atom feeds the editor follows: `newsletter add --from-feeds` reads them.
+    sources: Annotated[list[Url], BeforeValidator(lambda v: [] if v is None else v)] = []
 
 
 @dataclass(frozen=True)
@@ -203,6 +196,21 @@ class Config:
         return f"{base.rstrip('/')}/{issue_id}.html" if base else None
 
 
+@cache
+def settings_model() -> type[Settings]:
+    """`Settings` with every registered provider's section, and `provider:` limited to their
+    names. Built on first use rather than at import, since the providers import this module."""
+    from newsletter.delivery.providers import PROVIDERS
+
+    sections: dict[str, Any] = {
+        name: (spec.settings, spec.settings())
+        for name, spec in PROVIDERS.items()
+        if spec.settings is not None
+    }
+    names: Any = Literal.__getitem__(tuple(PROVIDERS))
+    return create_model("Settings", __base__=Settings, provider=(names, "outbox"), **sections)
+
+
 def find_config(start: Path | None = None) -> Path:
     """The nearest `newsletter.yaml` at or above `start`, as git finds its repository."""
     here = (start or Path.cwd()).resolve()
@@ -224,8 +232,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             f"{path}: no such config file; pass --config PATH or run `newsletter init`"
         )
     try:
-        settings = yamldoc.load(path).validate(Settings)
-    except yamldoc.ProblemList as exc:
+        settings = yamldoc.load(path).validate(settings_model())
+    except ProblemList as exc:
         raise ConfigError("\n".join(map(str, exc.problems))) from None
     return Config(
         root=path.parent.resolve(),
@@ -235,71 +243,94 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     )
 
 
-DEFAULT_SENDGRID_HOST = "https://api.sendgrid.com"
-_SMTP_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
+def env_secret(env: Mapping[str, str], name: str) -> str:
+    """A secret as it must go on the wire: refused, never shown, if it has a line break, a
+    control character or space around it (a CRLF `.env` file, a paste with a newline). Sent
+    as is it would fail in the HTTP or SMTP library, in a message that carries it."""
+    value = env.get(name, "")
+    if value.strip() != value or any(not c.isprintable() for c in value):
+        raise ConfigError(
+            f"{name} has a line break, a control character or space around it, so it cannot "
+            f"be sent as it is; set it again without them (a .env file saved with Windows line "
+            f"ends adds a carriage return to every value). It is not shown here."
+        )
+    return value
 
 
-@dataclass(frozen=True)
-class SMTPServer:
-    """Where and how to reach the SMTP server, settled from config and environment."""
-
-    host: str
-    port: int
-    security: str
-    user: str | None
-    password: str | None = field(repr=False)
-    timeout: float
-
-
-@dataclass(frozen=True)
-class SendGridAccount:
-    api_key: str = field(repr=False)
-    host: str
-
-
-def smtp_server(config: Config, host: str | None = None, port: int | None = None) -> SMTPServer:
-    """CLI flag > environment > `smtp:` in newsletter.yaml > defaults."""
-    env, s = config.env, config.settings.smtp
-    security = env.get("SMTP_SECURITY") or s.security
-    if security not in _SMTP_PORTS:
-        raise ConfigError(f"SMTP_SECURITY is {security!r}; use starttls, ssl or none")
-    raw_port = port or env.get("SMTP_PORT") or s.port or _SMTP_PORTS[security]
+def is_loopback(host: str | None) -> bool:
+    """This machine: `localhost` or a loopback IP (127.0.0.0/8, ::1), not a name like
+    127.0.0.1.example.com."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
     try:
-        number = int(raw_port)
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        raise ConfigError(f"SMTP_PORT is {raw_port!r}; it must be a port number") from None
-    return SMTPServer(
-        host=host or env.get("SMTP_HOST") or s.host,
-        port=number,
-        security=security,
-        user=env.get("SMTP_USER") or s.user,
-        password=env.get("SMTP_PASSWORD") or None,
-        timeout=s.timeout,
-    )
-
-
-def sendgrid_account(config: Config) -> SendGridAccount:
-    key = config.env.get("SENDGRID_API_KEY", "").strip()
-    if not key:
-        raise ConfigError(
-            "SENDGRID_API_KEY is not set; create a key with the Mail Send permission in "
-            "SendGrid (Settings > API Keys) and export it, or use --provider outbox"
-        )
-    host = config.env.get("SENDGRID_API_HOST", "").strip() or DEFAULT_SENDGRID_HOST
-    if not host.startswith(("https://", "http://")):
-        raise ConfigError(
-            f"SENDGRID_API_HOST is {host!r}; give a URL such as {DEFAULT_SENDGRID_HOST}"
-        )
-    return SendGridAccount(api_key=key, host=host.rstrip("/"))
+        return False
 
 
 def secrets(config: Config) -> list[str]:
     """Every secret this process knows, so that error text can be scrubbed of them."""
-    names = ("SENDGRID_API_KEY", "SMTP_PASSWORD", "NEWSLETTER_SECRET")
-    return [v for n in names if len(v := config.env.get(n, "")) >= 4]
+    return env_secrets(config.env)
+
+
+def env_secrets(env: Mapping[str, str]) -> list[str]:
+    """The secrets in an environment: what the CLI scrubs from anything it prints."""
+    from newsletter.delivery.providers import secret_names
+    from newsletter.lists.tokens import SECRET_ENV
+
+    names = (*secret_names(), SECRET_ENV)
+    return [v for n in names if len(v := env.get(n, "")) >= 4]
 
 
 def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
+    """`text` without any form the secrets take on the wire (see `wire_forms`), nor the start
+    of one that a cut left at the end of `text`."""
+    if not secrets:
+        return text
+    pattern, forms = _redaction(tuple(secrets))
+    text = pattern.sub(REDACTED, text)
+    for form in forms:  # a form cut short by a truncation before the redaction
+        for n in range(len(form) - 1, _MIN_PIECE - 1, -1):
+            if text.endswith(form[:n]):
+                return text[:-n] + REDACTED
     return text
+
+
+REDACTED = "[redacted]"
+#: Shorter pieces of a secret are not looked for: they would match ordinary text.
+_MIN_PIECE = 8
+
+
+def wire_forms(secret: str) -> set[str]:
+    """Every way a secret can show up in what a server sends back or a library prints.
+
+    As is and stripped; URL-encoded; JSON- and repr-escaped; and base64, standard and
+    URL-safe, wherever it starts in a longer encoded string (SMTP AUTH PLAIN encodes
+    "\\0user\\0password" as one): for each of the three byte alignments, the run of base64
+    characters that depends on the secret's bytes alone.
+    """
+    found = {
+        secret,
+        secret.strip(),
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+    }
+    raw = secret.encode()
+    for align in range(3):
+        encoded = base64.b64encode(bytes(align) + raw).decode()
+        start, end = -(-8 * align // 6), (8 * (align + len(raw))) // 6
+        for text in (encoded, encoded.replace("+", "-").replace("/", "_")):
+            found.add(text[start:end])
+    return {f for f in found if f and len(f) >= min(_MIN_PIECE, len(secret))}
+
+
+@functools.lru_cache(maxsize=8)
+def _redaction(secrets: tuple[str, ...]) -> tuple[re.Pattern[str], list[str]]:
+    """One pattern for every form of every secret, longest first; and the forms."""
+    forms = sorted({f for s in secrets for f in wire_forms(s)}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, forms))), forms

@@ -6,6 +6,7 @@ Rich is imported inside each function, so a command that prints little pays litt
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,15 +18,31 @@ if TYPE_CHECKING:
 
     from newsletter.delivery.send import Report
     from newsletter.delivery.status import IssueStatus
+    from newsletter.errors import NewsletterError
 
 T = TypeVar("T")
 
 
+#: What a terminal would obey rather than show: C0 and C1 controls (ESC starts the
+#: sequences that recolour, retitle or clear it), DEL, and the bidi controls that make
+#: text read differently from how it is stored. Line breaks too: one cell, one line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """Text from a list, a token or a server, safe to print: each control character is
+    shown as its escape (`\\x1b`), never sent to the terminal."""
+    if text.isprintable():
+        return text
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
 def escape(text: str) -> str:
-    """Text for rich's markup: a `[` typed by an editor or a list is printed, not parsed."""
+    """Text for rich's markup: a `[` typed by an editor or a list is printed, not parsed,
+    and a control character is shown, not obeyed (`printable`)."""
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    return rich_escape(printable(text))
 
 
 def console(stderr: bool = False) -> Console:
@@ -57,6 +74,12 @@ def print_status(found: IssueStatus) -> None:
     out.print(sends)
     states = ", ".join(f"{found.recipients[s]} {s}" for s in ORDER if found.recipients[s])
     out.print(f"Recipients: {states or 'none'}", markup=False)
+    rehearsed = ", ".join(f"{found.rehearsal[s]} {s}" for s in ORDER if found.rehearsal[s])
+    if rehearsed:
+        out.print(
+            f"Outbox rehearsals (not deliveries: no reader got these): {rehearsed}",
+            markup=False,
+        )
     for state, advice in (
         ("unknown", "may or may not have it; resend only with send --retry-unknown"),
         ("pending", "a send is running, or was killed: the next send marks them unknown"),
@@ -113,11 +136,31 @@ def with_progress(
         return run(update)
 
 
+def print_error_json(exc: NewsletterError) -> None:
+    """One JSON object on stdout for an error under --json: the report too, if a send had one."""
+    import json
+
+    data: dict[str, Any] = {}
+    report = getattr(exc, "report", None)
+    if report is not None:
+        data.update(report.to_json())
+    data["error"] = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "exit_code": int(exc.exit_code),
+    }
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
 def print_report(report: Report, as_json: bool, verbose: bool) -> None:
     if as_json:
         import json
+        import os
 
-        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
+        from newsletter.config import env_secrets, redact
+
+        text = json.dumps(report.to_json(), indent=2, default=str)
+        typer.echo(redact(text, env_secrets(os.environ)))
         return
     from rich.table import Table
     from rich.text import Text
@@ -128,7 +171,7 @@ def print_report(report: Report, as_json: bool, verbose: bool) -> None:
     grid.add_column()
 
     def row(label: str, value: str) -> None:
-        grid.add_row(label, Text(value))  # plain text: subjects and addresses are never markup
+        grid.add_row(label, Text(printable(value)))  # subjects and addresses are never markup
 
     kind = (
         "dry run"
@@ -175,13 +218,17 @@ def print_report(report: Report, as_json: bool, verbose: bool) -> None:
     if verbose:
         for skipped in report.skipped_rows:
             out.print(
-                f"  line {skipped.line}: {skipped.email or '(empty)'}: "
-                f"{skipped.reason.value}: {skipped.detail}",
+                printable(
+                    f"  line {skipped.line}: {skipped.email or '(empty)'}: "
+                    f"{skipped.reason.value}: {skipped.detail}"
+                ),
                 markup=False,
             )
     err = console(stderr=True)
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    for refusal in report.refused:
+        err.print(f"[red]a send would refuse:[/red] {escape(refusal)}")
     if report.outbox and report.sent and not report.dry_run:
         out.print(
             f"[green]Mail landed in {escape(show_path(Path(report.outbox)))}/new/[/green] "

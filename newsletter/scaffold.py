@@ -20,16 +20,12 @@ from pathlib import Path
 import yaml
 
 from newsletter.config import CONFIG_NAME, WEEKDAYS, Config, Weekday
-from newsletter.errors import NewsletterError, UsageError
+from newsletter.errors import UsageError, WouldOverwrite
 
 #: The email templates `init` copies into the workspace's `templates/` for editing.
 EMAIL_TEMPLATES = ("email.html", "email.txt", "email.css")
 DEFAULT_WEEKDAY: Weekday = "friday"
 SLUG_MAX = 60
-
-
-class WouldOverwrite(NewsletterError):
-    """A file is already where a new one would go; nothing was written."""
 
 
 # --- dates and names ------------------------------------------------------------------------
@@ -324,6 +320,12 @@ schedule:
 # The reader service (`newsletter serve`: unsubscribe page, signups, SendGrid's webhook).
 service:
   url:                                # its public https address; empty: no service
+
+# The feeds you follow, RSS or Atom: `newsletter add --from-feeds` adds their entries
+# since the last sent issue to the next issue. Uncomment and put your own:
+sources:
+  # - https://www.example.org/world/rss.xml
+  # - https://news.example.net/feeds/atom
 
 # The SendGrid provider (its key comes from SENDGRID_API_KEY).
 sendgrid:

@@ -100,8 +100,8 @@ def html_of(path: Path) -> lxml.html.HtmlElement:
     return lxml.html.fromstring(path.read_bytes())
 
 
-def mark_sent(root: Path, issue_id: str, status: str = "sent") -> None:
-    """A real ledger entry, the way `send` records one."""
+def mark_sent(root: Path, issue_id: str, status: str = "sent", provider: str = "smtp") -> None:
+    """A real ledger entry, the way `send` records one (the outbox's would be a rehearsal)."""
     manifest = Manifest(
         issue=issue_id,
         issue_path=f"issues/{issue_id}.yaml",
@@ -109,7 +109,7 @@ def mark_sent(root: Path, issue_id: str, status: str = "sent") -> None:
         templates_sha256="0" * 64,
         list_path="list.csv",
         list_sha256="0" * 64,
-        provider="outbox",
+        provider=provider,
         tool_version="test",
     )
     with Ledger(root / ".newsletter" / "ledger.sqlite") as ledger:

@@ -30,10 +30,10 @@ from typer.testing import CliRunner, Result
 
 from newsletter.cli import app
 from newsletter.config import load_config
-from newsletter.delivery.send import SendOptions, SendStopped, send_issue
-from newsletter.errors import ConfigError
+from newsletter.delivery.send import SendOptions, send_issue
+from newsletter.errors import ConfigError, SendStopped, TokenError
 from newsletter.lists import tokens
-from newsletter.lists.tokens import LOCAL_SECRET, Signer, TokenError
+from newsletter.lists.tokens import LOCAL_SECRET, Signer
 from newsletter.storage.ledger import Ledger
 from newsletter.storage.store import open_store
 from tests.sending import ISSUE_ID, readers, workspace

@@ -18,7 +18,7 @@ import pytest
 import newsletter
 from newsletter.delivery.manifest import sha256_file, sha256_tree
 from newsletter.errors import LedgerError
-from newsletter.storage.ledger import Ledger, Manifest
+from newsletter.storage.ledger import SCHEMA_VERSION, Ledger, Manifest
 from newsletter.storage.lock import send_lock
 
 ISSUE = "2025-08-01-north-korea"
@@ -413,7 +413,7 @@ def test_the_file_is_in_wal_mode(path: Path) -> None:
 
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 

@@ -12,7 +12,8 @@ import pytest
 from newsletter.config import Config, load_config
 from newsletter.content.issue import load_issue
 from newsletter.content.render import Rendered, render_issue
-from newsletter.delivery.message import HeaderError, MessageBuilder, headers_for, recipient
+from newsletter.delivery.message import MessageBuilder, headers_for, recipient
+from newsletter.errors import HeaderError
 from newsletter.lists.tokens import LOCAL_SECRET, Signer
 from tests.workspace import SAMPLE, make_workspace
 

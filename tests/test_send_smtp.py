@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.cli import app
-from newsletter.delivery.send import SendOptions, SendStopped, send_issue
+from newsletter.delivery.send import SendOptions, send_issue
+from newsletter.errors import SendStopped
 from newsletter.storage.ledger import Ledger
 from newsletter.storage.store import open_store
 from tests.sending import ISSUE_ID, SECRET, config, workspace

@@ -52,7 +52,8 @@ DRIVER = """
 import json, sys
 from pathlib import Path
 from newsletter.config import load_config
-from newsletter.delivery.send import SendOptions, SendStopped, send_issue
+from newsletter.delivery.send import SendOptions, send_issue
+from newsletter.errors import SendStopped
 provider, issue, to = sys.argv[1:4]
 options = SendOptions(provider=provider, backoff=0.01, max_backoff=0.05)
 try:

@@ -121,6 +121,7 @@ def test_example_file_shows_every_case() -> None:
         "suppressed": 0,
         "not tagged": 0,
         "malformed row": 0,
+        "provider cannot take it": 0,
     }
 
 

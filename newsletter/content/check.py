@@ -104,7 +104,16 @@ def preflight(issue: Issue, rendered: Rendered, config: Config) -> list[Finding]
             markdown.append((("sections", si, "intro"), section.intro))
     for loc, article in issue.located_articles():
         texts += [((*loc, "headline"), article.headline), ((*loc, "link_text"), article.link_text)]
+        if article.image is not None:  # `add` leaves a TODO where a page gave no alt text
+            texts.append(((*loc, "image", "alt"), article.image.alt))
         markdown.append(((*loc, "summary"), article.summary))
+        if article.summary_from is not None:
+            add(
+                "error",
+                (*loc, "summary_from"),
+                "the summary is the page's own teaser, not your words: rewrite it, then "
+                "delete the `summary_from` line",
+            )
         if article.link_text.strip().lower().rstrip(".!") in VAGUE_LINK_TEXT:
             add(
                 "warning",

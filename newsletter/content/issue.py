@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from newsletter.content import yamldoc
-from newsletter.errors import IssueError, Problem
+from newsletter.errors import IssueError, Problem, ProblemList
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -75,6 +75,9 @@ class Article(_Model):
     source: Line | None = None
     link_text: Line = "Read More"
     image: Image | None = None
+    #: Set by `newsletter add`: the summary is the page's own teaser, not the editor's words.
+    #: `check` reports it until the editor rewrites the summary and deletes this line.
+    summary_from: Literal["page"] | None = None
 
 
 class Section(_Model):
@@ -157,7 +160,7 @@ def load_issue(path: Path) -> Issue:
             except ValueError:
                 date = None
         if "date" not in doc.data and date is None:
-            raise yamldoc.ProblemList(
+            raise ProblemList(
                 [
                     doc.problem(
                         ("date",),
@@ -168,11 +171,11 @@ def load_issue(path: Path) -> Issue:
             )
         try:
             issue = doc.validate(Issue, context={"date": date, "id": path.stem})
-        except yamldoc.ProblemList as exc:
-            raise yamldoc.ProblemList(_blame_the_title(doc, exc.problems)) from None
+        except ProblemList as exc:
+            raise ProblemList(_blame_the_title(doc, exc.problems)) from None
         issue._doc = doc
         return issue
-    except yamldoc.ProblemList as exc:
+    except ProblemList as exc:
         raise IssueError(exc.problems) from None
 
 

@@ -26,11 +26,19 @@ Outcomes:
                 that turns away automated checks: open it in a browser), 999 (LinkedIn's
                 answer to bots), or a Cloudflare challenge. Worth a look, not proof of a
                 broken link, so the CLI shows them as warnings.
+
+With `record=PATH` (the CLI passes `<state_dir>/links.json`), each URL's outcome is kept
+with the time it was checked, so `newsletter links ISSUE` can show what is dead without
+fetching anything again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import http.client
+import json
+import os
 import socket
 import ssl
 import urllib.error
@@ -39,6 +47,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import IO, Any, Literal
 from urllib.parse import quote, urldefrag, urlsplit, urlunsplit
 
@@ -177,12 +186,82 @@ def check_links(
     timeout: float = DEFAULT_TIMEOUT,
     workers: int = DEFAULT_WORKERS,
     on_result: Callable[[LinkResult], None] | None = None,
+    record: Path | None = None,
 ) -> list[LinkResult]:
     """Check every link of `issue` once; results in file order.
 
     `on_result` is called (in this thread) as each URL finishes, e.g. for a progress bar.
+    With `record`, the outcomes are kept in that JSON file for `recorded()`.
     """
-    return check_urls(issue_links(issue), timeout=timeout, workers=workers, on_result=on_result)
+    results = check_urls(issue_links(issue), timeout=timeout, workers=workers, on_result=on_result)
+    if record is not None:
+        # the record is a convenience for `newsletter links`: a read-only checkout (a CI job)
+        # still gets its check
+        with contextlib.suppress(OSError):
+            save_results(record, results)
+    return results
+
+
+# --- the last check, kept for `newsletter links` ----------------------------------------------
+
+LINKS_FILE = "links.json"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the last `check --links` found for a URL, and when."""
+
+    outcome: Outcome
+    message: str
+    checked_at: str  # ISO 8601, UTC
+
+
+def save_results(path: Path, results: Iterable[LinkResult]) -> None:
+    """Merge `results` into the record at `path`, one rename so a reader never sees half."""
+    known = _read_record(path)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    for result in results:
+        known[urldefrag(result.url).url] = {
+            "outcome": result.outcome,
+            "message": result.message,
+            "checked_at": now,
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def recorded(issue: Issue, path: Path) -> list[tuple[str, tuple[Place, ...], Recorded | None]]:
+    """Each unique link of `issue`, its places, and its last recorded check (None: never)."""
+    known = _read_record(path)
+    places: dict[str, list[Place]] = {}
+    for url, place in issue_links(issue):
+        places.setdefault(urldefrag(url).url, []).append(place)
+    found = []
+    for url, where in places.items():
+        entry = known.get(url)
+        last = None
+        if isinstance(entry, dict) and entry.get("outcome") in (
+            "ok",
+            "redirected",
+            "broken",
+            "unknown",
+        ):
+            last = Recorded(
+                entry["outcome"], str(entry.get("message", "")), str(entry.get("checked_at", ""))
+            )
+        found.append((url, tuple(where), last))
+    return found
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """The record, or nothing if there is none or it is unreadable (a check rewrites it)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def check_urls(

@@ -14,6 +14,7 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from markupsafe import Markup
 
@@ -21,6 +22,14 @@ from newsletter.errors import TemplateError
 
 #: Fields every subscriber has; anything else must be a column of the subscriber list.
 BUILTIN_FIELDS = ("email", "name", "unsubscribe_url")
+
+
+class Part(StrEnum):
+    """Which part of the mail a slot is in, as the letter inside its token: the HTML part's
+    slots are filled with HTML-escaped values, the text part's with the values as they are."""
+
+    HTML = "h"
+    TEXT = "t"
 
 
 @dataclass(frozen=True)
@@ -37,14 +46,14 @@ class Slots:
         self.slots: list[Slot] = []
         self._index: dict[Slot, int] = {}
 
-    def token(self, field: str, fallback: str = "", part: str = "h") -> str:
+    def token(self, field: str, fallback: str = "", part: Part = Part.HTML) -> str:
         slot = Slot(field, fallback)
         if slot not in self._index:
             self._index[slot] = len(self.slots)
             self.slots.append(slot)
         return f"nl{self.nonce}{part}{self._index[slot]}x"
 
-    def pattern(self, part: str) -> re.Pattern[str]:
+    def pattern(self, part: Part) -> re.Pattern[str]:
         return re.compile(f"(nl{self.nonce}{part}\\d+x)")
 
     def fields(self) -> set[str]:
@@ -78,7 +87,7 @@ class SlotValue(Markup):
         )
 
 
-def check_slots(rendered: str, slots: Slots, part: str, template: str) -> None:
+def check_slots(rendered: str, slots: Slots, part: Part, template: str) -> None:
     """Refuse a rendering in which a filter changed a slot: it would go out as gibberish."""
     whole = len(slots.pattern(part).findall(rendered))
     if len(re.findall(slots.nonce, rendered, re.IGNORECASE)) != whole:
@@ -92,7 +101,7 @@ def check_slots(rendered: str, slots: Slots, part: str, template: str) -> None:
 class SubscriberView:
     """What `subscriber` is inside a template: attribute access yields a slot."""
 
-    def __init__(self, slots: Slots, part: str) -> None:
+    def __init__(self, slots: Slots, part: Part) -> None:
         self._slots = slots
         self._part = part
 
@@ -113,7 +122,7 @@ class SubscriberView:
 class Filler:
     """One part (HTML or text) split at its slots, ready to be joined per subscriber."""
 
-    def __init__(self, rendered: str, slots: Slots, part: str) -> None:
+    def __init__(self, rendered: str, slots: Slots, part: Part) -> None:
         self.chunks = slots.pattern(part).split(rendered)
         prefix = f"nl{slots.nonce}{part}"
         self.positions = [

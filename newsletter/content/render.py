@@ -20,6 +20,7 @@ from newsletter.content import markup
 from newsletter.content.issue import Article, Issue
 from newsletter.content.personalise import (
     Filler,
+    Part,
     Slots,
     SubscriberView,
     check_slots,
@@ -76,11 +77,11 @@ class Rendered:
 
     @cached_property
     def html_filler(self) -> Filler:
-        return Filler(self.html, self.slots, "h")
+        return Filler(self.html, self.slots, Part.HTML)
 
     @cached_property
     def text_filler(self) -> Filler:
-        return Filler(self.text, self.slots, "t")
+        return Filler(self.text, self.slots, Part.TEXT)
 
     @property
     def html_bytes(self) -> int:
@@ -114,7 +115,7 @@ def environment(templates: Path | None) -> jinja2.Environment:
     return env
 
 
-def _context(issue: Issue, config: Config, slots: Slots, part: str) -> dict[str, Any]:
+def _context(issue: Issue, config: Config, slots: Slots, part: Part) -> dict[str, Any]:
     s = config.settings
     view = SubscriberView(slots, part)
     return {
@@ -187,10 +188,10 @@ def render_issue(issue: Issue, config: Config, templates: Path | None = None) ->
     """Render both parts once and inline the CSS once."""
     env = environment(templates if templates is not None else config.templates_dir)
     slots = Slots()
-    html = inline_css(_render(env, HTML_TEMPLATE, _context(issue, config, slots, "h")))
-    text = _render(env, TEXT_TEMPLATE, _context(issue, config, slots, "t"))
-    check_slots(html, slots, "h", HTML_TEMPLATE)
-    check_slots(text, slots, "t", TEXT_TEMPLATE)
+    html = inline_css(_render(env, HTML_TEMPLATE, _context(issue, config, slots, Part.HTML)))
+    text = _render(env, TEXT_TEMPLATE, _context(issue, config, slots, Part.TEXT))
+    check_slots(html, slots, Part.HTML, HTML_TEMPLATE)
+    check_slots(text, slots, Part.TEXT, TEXT_TEMPLATE)
     warnings = []
     size = len(html.encode("utf-8"))
     if size > GMAIL_CLIP_BYTES:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from newsletter.errors import Problem
+from newsletter.errors import Problem, ProblemList
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -144,12 +144,6 @@ class Document:
                 yield Problem(str(self.path), line, field_name(loc), "unknown field")
             else:
                 yield self.problem(loc, message)
-
-
-class ProblemList(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(map(str, problems)))
 
 
 def _is_union_tag(part: str | int) -> bool:

@@ -10,18 +10,21 @@ Retrying lives here, once, for every provider.
 from __future__ import annotations
 
 import random
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from newsletter.config import redact
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.providers import Provider, Sent
-from newsletter.delivery.report import Progress, Report, SendStopped
+from newsletter.delivery.report import Progress, Report
 from newsletter.errors import (
     NewsletterError,
     PermanentProviderError,
+    SendStopped,
     TransientProviderError,
     UnknownOutcomeError,
 )
@@ -76,6 +79,7 @@ class BatchSender:
 
     def __init__(
         self,
+        *,
         provider: Provider,
         ledger: Ledger | None,
         send_id: int,
@@ -87,13 +91,26 @@ class BatchSender:
         sleep: Callable[[float], None],
         clock: Callable[[], float],
         pool: ThreadPoolExecutor,
+        check_stop: Callable[[], None] = lambda: None,
+        stop_deadline: Callable[[], float | None] | None = None,
     ) -> None:
         self.provider, self.ledger, self.send_id, self.issue = provider, ledger, send_id, issue
         self.retries, self.report, self.on_progress = retries, report, on_progress
         self.secrets, self.sleep, self.clock, self.pool = known_secrets, sleep, clock, pool
         self.unknown_streak = 0
-        self.hard_bounces: list[tuple[str, str]] = []
+        #: (key, email, reason) of every recipient whose mailbox will never take mail.
+        self.hard_bounces: list[tuple[str, str, str]] = []
         self.out: deque[Flight] = deque()  # requests out, oldest first
+        #: Raises if the send was asked to stop (Ctrl-C, SIGTERM): called before a retry.
+        self.check_stop = check_stop
+        #: When the send was asked to stop, the clock time by which answers must be in.
+        self.stop_deadline = stop_deadline
+        #: Whether abandon_all gave up waiting for an answer (its thread is still out).
+        self.gave_up = False
+        #: The clock's time before which the provider asked for no more requests: a
+        #: Retry-After speaks for the account, whichever batch's answer carried it.
+        self.hold_until = float("-inf")
+        self._hold_lock = threading.Lock()
 
     def send(self, batch: Sequence[Recipient], total: int | None) -> None:
         """Send a batch once there is room: the oldest request out is settled first."""
@@ -106,15 +123,25 @@ class BatchSender:
         while self.out:
             self.settle(self.out.popleft(), total)
 
-    def abandon_all(self) -> None:
-        """The send is stopping: record the answer of every request still out."""
+    def abandon_all(self, timeout: float | None = None) -> None:
+        """The send is stopping: record the answer of every request still out.
+
+        Waits at most `timeout` seconds in all; a request whose answer has not come by then
+        is recorded `unknown` (it may have been delivered).
+        """
+        deadline = None if timeout is None else self.clock() + timeout
         while self.out:
-            self.abandon(self.out.popleft())
+            left = None if deadline is None else max(deadline - self.clock(), 0.0)
+            self.abandon(self.out.popleft(), left)
 
     def delay(self, flight: Flight, retry_after: float | None) -> float:
+        """The wait before the batch's retry: its own backoff and Retry-After, and any
+        Retry-After another batch has heard since (answers come back in any order)."""
         now = self.clock()
         since = 0.0 if flight.answered is None else now - flight.answered
-        return retry_delay(self.retries, flight.attempt, retry_after, since)
+        with self._hold_lock:
+            held = self.hold_until - now
+        return max(retry_delay(self.retries, flight.attempt, retry_after, since), held)
 
     def start(self, batch: Sequence[Recipient], attempt: int = 1) -> Flight:
         """Record the batch as pending, then send it on the worker thread."""
@@ -129,15 +156,31 @@ class BatchSender:
         """On a worker thread: the request, and when its answer (or error) came."""
         try:
             return self.provider.send(flight.batch)
-        finally:
+        except TransientProviderError as exc:
             flight.answered = self.clock()
+            if exc.retry_after:
+                with self._hold_lock:
+                    self.hold_until = max(self.hold_until, flight.answered + exc.retry_after)
+            raise
+        finally:
+            if flight.answered is None:
+                flight.answered = self.clock()
 
     def settle(self, flight: Flight, total: int | None) -> None:
         """Wait for the batch's answer and record it, retrying what is worth retrying."""
         while True:
             batch = flight.batch
             try:
-                result = flight.future.result()
+                result = self._wait(flight)
+            except FutureTimeout:
+                # asked to stop, and the answer did not come in time: it may be delivered
+                self.gave_up = True
+                self._finish(
+                    flight.batch_id, "unknown", error="the send stopped before an answer came"
+                )
+                self.report.unknown += len(batch)
+                self.check_stop()
+                raise
             except TransientProviderError as exc:
                 self._finish(flight.batch_id, "failed", error=str(exc))
                 if flight.attempt >= self.retries.max_attempts:
@@ -152,6 +195,11 @@ class BatchSender:
                     ) from None
                 self.report.retries += 1
                 self.sleep(self.delay(flight, exc.retry_after))
+                try:
+                    self.check_stop()
+                except BaseException:
+                    self.report.failed += len(batch)  # recorded failed: the next run sends it
+                    raise
                 flight = self.start(batch, flight.attempt + 1)
                 continue
             except UnknownOutcomeError as exc:
@@ -186,10 +234,31 @@ class BatchSender:
             self._record(flight, result, total)
             return
 
-    def abandon(self, flight: Flight) -> None:
+    def _wait(self, flight: Flight) -> Sent:
+        """The batch's answer; once a stop is asked, only until its deadline (FutureTimeout)."""
+        if self.stop_deadline is None:
+            return flight.future.result()
+        while True:
+            deadline = self.stop_deadline()
+            if deadline is not None:
+                return flight.future.result(max(deadline - self.clock(), 0.0))
+            try:
+                return flight.future.result(0.1)  # wake now and then to notice a stop
+            except FutureTimeout:
+                continue
+
+    def abandon(self, flight: Flight, timeout: float | None = None) -> None:
         """The send is stopping with a request out: wait for it and record it, no retries."""
         try:
-            result = flight.future.result()
+            result = flight.future.result(timeout)
+        except FutureTimeout:
+            self.gave_up = True
+            self._finish(
+                flight.batch_id,
+                "unknown",
+                error=f"the send stopped and no answer came within {timeout or 0:.0f} s",
+            )
+            self.report.unknown += len(flight.batch)
         except UnknownOutcomeError as exc:
             self._finish(flight.batch_id, "unknown", error=str(exc))
             self.report.unknown += len(flight.batch)
@@ -214,7 +283,7 @@ class BatchSender:
         self.report.rejected += len(result.rejected)
         if result.hard_bounces:
             emails = {r.key: r.email for r in batch}
-            self.hard_bounces += [(emails[k], result.rejected[k]) for k in result.hard_bounces]
+            self.hard_bounces += [(k, emails[k], result.rejected[k]) for k in result.hard_bounces]
         if self.on_progress:
             self.on_progress(self.report.sent + self.report.rejected, total)
 

@@ -7,16 +7,25 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from newsletter.config import Config
+from newsletter.config import Config, secrets
 from newsletter.content.issue import Issue, load_issue
 from newsletter.content.personalise import BUILTIN_FIELDS
 from newsletter.content.render import Rendered, render_issue
 from newsletter.delivery.message import Headers, MessageBuilder, Recipient, headers_for, recipient
+from newsletter.delivery.providers.base import CampaignView
 from newsletter.lists.tokens import Signer, signer_from_env
 
 
 @dataclass
 class Campaign:
+    """One issue, rendered and inlined once, on its way to one list.
+
+    Everything here is the same for every recipient: the config, the rendered parts with
+    their slots, the signer for unsubscribe tokens and the headers. Per recipient, only
+    `recipient()` (the fields and token) and the builder's fill-in are left to do.
+    Providers are given its `view`, not the campaign.
+    """
+
     config: Config
     issue_path: Path
     issue: Issue
@@ -32,6 +41,18 @@ class Campaign:
     @cached_property
     def builder(self) -> MessageBuilder:
         return MessageBuilder(self.rendered, self.headers, test=self.test)
+
+    @cached_property
+    def view(self) -> CampaignView:
+        """What a provider is given of this campaign: the mail, not the config or the list."""
+        return CampaignView(
+            issue_id=self.issue.id,
+            subject=self.subject,
+            headers=self.headers,
+            rendered=self.rendered,
+            builder=self.builder,
+            secrets=secrets(self.config),
+        )
 
     @property
     def subject(self) -> str:

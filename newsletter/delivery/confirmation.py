@@ -15,7 +15,9 @@ from email.utils import formataddr, formatdate, make_msgid
 
 import jinja2
 
-from newsletter.config import Config, redact, secrets, sendgrid_account, smtp_server
+from newsletter.config import Config, redact, secrets
+from newsletter.delivery.providers.sendgrid import sendgrid_account
+from newsletter.delivery.providers.smtp import smtp_server
 from newsletter.errors import PermanentProviderError, ProviderError, TransientProviderError
 
 _ENV = jinja2.Environment(

@@ -27,7 +27,8 @@ from typing import NamedTuple
 from newsletter.config import Config
 from newsletter.content.personalise import Filler, html_values, slot_values
 from newsletter.content.render import Rendered
-from newsletter.errors import NewsletterError
+from newsletter.errors import HeaderError
+from newsletter.lists.addresses import address_key
 from newsletter.lists.tokens import Signer, link, signer_from_env
 
 # "\n" line ends (smtplib turns them into CRLF on the wire). ASCII headers are folded only
@@ -39,11 +40,6 @@ _ENCODED_POLICY = email.policy.default.clone(max_line_length=78)
 _QP_LINE = 76
 _MARK_TEXT = "NLTEXTPARTMARK"
 _MARK_HTML = "NLHTMLPARTMARK"
-
-
-class HeaderError(NewsletterError):
-    """A header value with a line break (it would end its header early), a control
-    character, or text that cannot be encoded."""
 
 
 # RFC 5322's limit for a header line; an SMTP server refuses a message with a longer one.
@@ -275,4 +271,4 @@ def recipient(
         "unsubscribe_url": url,
         "token": token,
     }
-    return Recipient(email.casefold(), email, name, values)
+    return Recipient(address_key(email), email, name, values)

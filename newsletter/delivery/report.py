@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from newsletter.errors import ProviderError
 from newsletter.lists.subscribers import Skipped
 
 #: Skipped rows kept in memory for the report; all of them go to the skipped-rows CSV.
@@ -20,14 +19,6 @@ SKIPPED_SHOWN = 1000
 
 #: Told (done, total or None) as a send or a check goes along.
 Progress = Callable[[int, int | None], None]
-
-
-class SendStopped(ProviderError):
-    """The send stopped part way; the report says who got the issue and who did not."""
-
-    def __init__(self, message: str, report: Report) -> None:
-        self.report = report
-        super().__init__(message)
 
 
 @dataclass
@@ -59,6 +50,11 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     outbox: str | None = None
     stopped: str | None = None
+    #: What a real send refuses (check errors, an issue already sent under another id):
+    #: filled by the dry run, so the editor sees it before the confirmation.
+    refused: list[str] = field(default_factory=list)
+    #: The command that resumes a send that stopped part way (the CLI knows how it was run).
+    resume: str | None = None
 
     @property
     def to_send(self) -> int:

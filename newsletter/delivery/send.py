@@ -4,11 +4,14 @@ Every recipient is looked up in the ledger before it is batched, and `batches` r
 every batch as `pending` before its request leaves and as `sent`, `failed` or `unknown`
 after, so a rerun (or a resume after a crash) mails exactly those who have not had the
 issue.
+
+A little over 400 lines: `dry_run`, `send_issue` and `send_test` share the classifying,
+manifest and readiness steps they are made of; the batch loop is `batches`, the providers
+are `providers/`.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,21 +22,29 @@ from pathlib import Path
 from typing import TypeVar
 
 from newsletter import __version__
-from newsletter.config import Config, redact, secrets, sendgrid_account, smtp_server
+from newsletter.config import Config, redact, secrets
 from newsletter.content.render import PACKAGE_TEMPLATES
 from newsletter.delivery.batches import BatchSender, Retries
 from newsletter.delivery.campaign import Campaign, prepare
+from newsletter.delivery.guards import content_findings, sent_under_another_id
 from newsletter.delivery.manifest import sha256_file, sha256_tree
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
-from newsletter.delivery.providers import Provider, open_provider
-from newsletter.delivery.report import Progress, Report, SendStopped
+from newsletter.delivery.providers import PROVIDERS, Provider, address_refusal, open_provider
+from newsletter.delivery.report import Progress, Report
+from newsletter.delivery.stop import GRACE_SECONDS, StopRequest
 from newsletter.errors import (
     ConfigError,
     NewsletterError,
+    NothingSent,
+    OutputError,
     ProviderError,
+    SendInterrupted,
+    SendRefused,
+    SendStopped,
     TemplateError,
 )
+from newsletter.lists.cells import CellWriter
 from newsletter.lists.subscribers import (
     Skipped,
     Subscriber,
@@ -41,8 +52,9 @@ from newsletter.lists.subscribers import (
     read_subscribers,
 )
 from newsletter.lists.tokens import SECRET_ENV
-from newsletter.storage.ledger import Ledger, Manifest
+from newsletter.storage.ledger import Ledger, Manifest, is_rehearsal
 from newsletter.storage.store import (
+    Store,
     Suppression,
     existing_ledger,
     open_existing_store,
@@ -52,7 +64,6 @@ from newsletter.storage.store import (
 __all__ = [
     "Report",
     "SendOptions",
-    "SendStopped",
     "dry_run",
     "estimate_rows",
     "send_issue",
@@ -75,6 +86,12 @@ class SendOptions:
     backoff: float = 1.0
     max_backoff: float = 60.0
     max_unknown_in_a_row: int = 3
+    #: Send although `newsletter check` finds errors in the issue.
+    force: bool = False
+    #: Send although the same issue was already sent under another id (a renamed file).
+    as_new_issue: bool = False
+    #: Seconds a stopped send waits for the answers of requests already out.
+    stop_grace: float = GRACE_SECONDS
 
     @property
     def retries(self) -> Retries:
@@ -101,55 +118,81 @@ def suppressions_path(config: Config, options: SendOptions) -> Path:
     return options.suppressions or config.suppressions_path
 
 
-def batch_size(config: Config, provider: str) -> int:
-    return config.settings.sendgrid.batch_size if provider == "sendgrid" else 1
-
-
 class _SkipLog:
     """Every skipped row, streamed to a CSV beside the build output, so none goes unseen."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._tmp = path.with_name(f".{path.name}.tmp")
-        self._fh = self._tmp.open("w", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._fh)
-        self._writer.writerow(["line", "email", "reason", "detail"])
         self.count = 0
+        self._failed: OSError | None = None  # a half-written log is never published
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self._tmp.open("w", newline="", encoding="utf-8")
+            self._writer = CellWriter(self._fh)  # cells from the list: never formulas
+            self._writer.writerow(["line", "email", "reason", "detail"])
+        except OSError as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise self._error(exc) from None
+
+    def _error(self, exc: OSError) -> OutputError:
+        return OutputError(
+            f"{self.path}: cannot write the skipped rows ({exc.strerror or exc}); "
+            "free some space or fix the folder's permissions, then run the command again"
+        )
 
     def write(self, row: Skipped) -> None:
-        self._writer.writerow([row.line, row.email, row.reason.value, row.detail])
+        try:
+            self._writer.writerow([row.line, row.email, row.reason.value, row.detail])
+        except OSError as exc:
+            self._failed = exc
+            raise self._error(exc) from None
         self.count += 1
 
     def close(self) -> str | None:
-        self._fh.close()
-        if not self.count:
+        """Publish the log (or remove it if nothing was skipped); never leaves the `.tmp`."""
+        try:
+            try:
+                self._fh.close()
+            except OSError:
+                if not self._fh.closed:  # a failed flush leaves it open: closing again works
+                    self._fh.close()
+                raise
+            if self._failed is not None:
+                raise self._failed
+            if not self.count:
+                self._tmp.unlink(missing_ok=True)
+                self.path.unlink(missing_ok=True)
+                return None
+            self._tmp.replace(self.path)
+        except OSError as exc:
             self._tmp.unlink(missing_ok=True)
-            self.path.unlink(missing_ok=True)
-            return None
-        self._tmp.replace(self.path)
+            raise self._error(exc) from None
         return str(self.path)
+
+
+def _sandboxed(options: SendOptions) -> bool:
+    """A validate-only send: asked for, and the provider has such a mode."""
+    return options.sandbox and PROVIDERS[options.provider].sandbox
 
 
 def _readiness(config: Config, provider: str) -> list[str]:
     """What a real send would trip over, said before it is tried."""
     problems = []
-    if provider != "outbox" and not config.env.get(SECRET_ENV):
+    spec = PROVIDERS[provider]
+    if not spec.local and not config.env.get(SECRET_ENV):
         problems.append(
             f"{SECRET_ENV} is not set: a real {provider} send would stop; "
             "set it to a long random value"
         )
     try:
-        if provider == "sendgrid":
-            sendgrid_account(config)
-        elif provider == "smtp":
-            smtp_server(config)
+        spec.ready(config)
     except ConfigError as exc:
         problems.append(str(exc))
     return problems
 
 
-def _version(config: Config, issue_path: Path, options: SendOptions) -> tuple[str, str]:
+def _content_hashes(config: Config, issue_path: Path, options: SendOptions) -> tuple[str, str]:
     """What readers get, by content: SHA-256 of the issue file and of the templates."""
     templates = options.templates or config.templates_dir or PACKAGE_TEMPLATES
     return sha256_file(issue_path), sha256_tree(templates)
@@ -158,7 +201,7 @@ def _version(config: Config, issue_path: Path, options: SendOptions) -> tuple[st
 def _manifest(
     config: Config, issue_path: Path, list_path: Path, options: SendOptions, campaign: Campaign
 ) -> Manifest:
-    issue_sha256, templates_sha256 = _version(config, issue_path, options)
+    issue_sha256, templates_sha256 = _content_hashes(config, issue_path, options)
     return Manifest(
         issue=campaign.issue.id,
         issue_path=str(issue_path),
@@ -168,16 +211,23 @@ def _manifest(
         list_sha256=sha256_file(list_path),
         provider=options.provider,
         tool_version=__version__,
-        dry_run=options.sandbox and options.provider == "sendgrid",
+        dry_run=_sandboxed(options),
+        title=campaign.issue.title,
+        date=str(campaign.issue.date),
     )
 
 
-def _changed_since(ledger: Ledger, issue: str, version: tuple[str, str]) -> list[str]:
+def _changed_since(
+    ledger: Ledger, issue: str, version: tuple[str, str], provider: str
+) -> list[str]:
     """Earlier sends of the issue that mailed people another version of it: said, not refused,
-    since fixing a typo before resuming a stopped send is what an editor would do."""
+    since fixing a typo before resuming a stopped send is what an editor would do. Only
+    sends of the same kind count: a rehearsal (the outbox) mailed no reader."""
     issue_sha256, templates_sha256 = version
     changed: dict[int, tuple[str, str]] = {}
     for record in ledger.sends(issue):
+        if is_rehearsal(record.provider) != is_rehearsal(provider):
+            continue
         what = [
             name
             for name, before, now in (
@@ -207,9 +257,15 @@ def _classify(
     options: SendOptions,
     skip_log: _SkipLog,
     on_rows: Callable[[int], None] | None = None,
+    bounced: frozenset[str] = frozenset(),
 ) -> Iterator[Recipient]:
-    """Subscribers who still need this issue, as recipients; everything else is counted."""
+    """Subscribers who still need this issue, as recipients; everything else is counted.
+
+    `bounced`: keys of hard bounces the ledger holds but the store's suppressions do not have
+    yet (it could not be written): refused before, so never mailed again.
+    """
     issue = campaign.issue.id
+    rehearsal = is_rehearsal(options.provider)
     for chunk in _chunks(stream, _LOOKUP_CHUNK):
         subscribers: list[Subscriber] = []
         report.rows += len(chunk)
@@ -223,11 +279,15 @@ def _classify(
                 subscribers.append(item)
         report.recipients += len(subscribers)
         known = (
-            ledger.statuses(issue, [s.key for s in subscribers]) if ledger and subscribers else {}
+            ledger.statuses(issue, [s.key for s in subscribers], rehearsal=rehearsal)
+            if ledger and subscribers
+            else {}
         )
         for sub in subscribers:
             state = known.get(sub.key)
-            if state == "sent":
+            if sub.key in bounced:
+                report.rejected_before += 1
+            elif state == "sent":
                 report.already_sent += 1
             elif state in ("unknown", "pending") and not options.retry_unknown:
                 report.unknown_before += 1
@@ -249,6 +309,7 @@ def _open_list(
         tags=options.tags,
         suppressions=suppressions_path(config, options),
         suppressed=suppressed,
+        refuse=address_refusal(options.provider),
     )
     missing = campaign.missing_fields(stream.columns)
     if missing:
@@ -259,6 +320,67 @@ def _open_list(
             + '; add the column or use subscriber.get("name", "fallback")'
         )
     return stream
+
+
+def _nobody_mailed(report: Report, list_path: Path, options: SendOptions) -> str | None:
+    """Why a send mailed (or a dry run would mail) nobody; None if someone, or if everyone
+    on the list was settled by earlier sends ("already sent to everyone" is a success)."""
+    mailed = report.to_send if report.dry_run else report.sent
+    if mailed or (report.recipients and report.to_send == 0):
+        return None
+    verb = "would be mailed" if report.dry_run else "was mailed"
+    if report.recipients == 0:
+        if report.rows == 0:
+            return f"{list_path} has no subscribers: nobody {verb}"
+        reasons = ", ".join(f"{n} {reason}" for reason, n in report.skipped.most_common())
+        where = f"; every skipped row is in {report.skipped_file}" if report.skipped_file else ""
+        tags = (
+            f" (--tag {' --tag '.join(options.tags)}: check the spelling)"
+            if options.tags and report.skipped.get("not tagged")
+            else ""
+        )
+        return (
+            f"every one of the {report.rows} rows of {list_path} was skipped ({reasons})"
+            f"{tags}: nobody {verb}{where}"
+        )
+    return (
+        f"nobody was mailed: of {report.to_send} recipients, {report.unknown} have an unknown "
+        f"outcome, {report.failed} failed and {report.rejected} were refused; "
+        "`newsletter status` shows who"
+    )
+
+
+def _findings(
+    report: Report,
+    ledger: Ledger | None,
+    campaign: Campaign,
+    version: tuple[str, str] | None,
+    options: SendOptions,
+) -> None:
+    """What `check` says of the issue, and whether it went out before under another id.
+
+    `check`'s warnings go in the dry run's report (which the confirmation shows), not in
+    every send's: a send with --yes was told them by the dry run it skipped asking for.
+    """
+    found = content_findings(campaign, force=options.force)
+    report.refused += found.refused
+    if report.dry_run:
+        report.warnings += found.warnings
+    if ledger and version:
+        report.warnings += _changed_since(ledger, campaign.issue.id, version, options.provider)
+        earlier = sent_under_another_id(ledger, campaign, version[0], options.provider)
+        if options.as_new_issue:
+            report.warnings += [
+                f"sending as a new issue (--as-new-issue) though {e}" for e in earlier
+            ]
+        else:
+            report.refused += earlier
+
+
+def _bounced(ledger: Ledger | None) -> frozenset[str]:
+    return (
+        frozenset(key for key, *_rest in ledger.unsuppressed_bounces()) if ledger else frozenset()
+    )
 
 
 def dry_run(
@@ -275,6 +397,7 @@ def dry_run(
 
     Opens no network connection and writes nothing but files under `build/`. `on_progress`
     hears (rows read, rows in the file) as the list is checked: a million rows take seconds.
+    What a real send would refuse is in `report.refused`.
     """
     started = time.perf_counter()
     campaign = prepare(config, issue_path, templates=options.templates, allow_local_secret=True)
@@ -284,28 +407,32 @@ def dry_run(
     report.warnings = _readiness(config, options.provider)
     out = out or config.build_dir / "preview" / campaign.issue.id
     ledger = existing_ledger(config)
-    if ledger:
-        version = _version(config, issue_path, options)
-        report.warnings += _changed_since(ledger, campaign.issue.id, version)
-    skip_log = _SkipLog(config.build_dir / f"{campaign.issue.id}-skipped.csv")
-    # Read only: a dry run creates no store, and one that exists may hold suppressions.
-    store = open_existing_store(config)
     try:
-        suppressed = list(store.suppressed_addresses()) if store else []
+        version = _content_hashes(config, issue_path, options) if ledger else None
+        _findings(report, ledger, campaign, version, options)
+        bounced = _bounced(ledger)
+        # Read only: a dry run creates no store, and one that exists may hold suppressions.
+        store = open_existing_store(config)
+        try:
+            suppressed = list(store.suppressed_addresses()) if store else []
+        finally:
+            if store:
+                store.close()
+        skip_log = _SkipLog(config.build_dir / f"{campaign.issue.id}-skipped.csv")
+        try:
+            with _open_list(list_path, config, options, campaign, suppressed) as stream:
+                shown: list[Recipient] = []
+                total = estimate_rows(list_path) if on_progress else None
+                on_rows = (lambda rows: on_progress(rows, total)) if on_progress else None
+                recipients = _classify(
+                    stream, report, ledger, campaign, options, skip_log, on_rows, bounced
+                )
+                for recipient in recipients:
+                    if len(shown) < previews:
+                        shown.append(recipient)
+        finally:
+            report.skipped_file = skip_log.close()
     finally:
-        if store:
-            store.close()
-    try:
-        with _open_list(list_path, config, options, campaign, suppressed) as stream:
-            shown: list[Recipient] = []
-            total = estimate_rows(list_path) if on_progress else None
-            on_rows = (lambda rows: on_progress(rows, total)) if on_progress else None
-            recipients = _classify(stream, report, ledger, campaign, options, skip_log, on_rows)
-            for recipient in recipients:
-                if len(shown) < previews:
-                    shown.append(recipient)
-    finally:
-        report.skipped_file = skip_log.close()
         if ledger:
             ledger.close()
     for n, recipient in enumerate(shown, start=1):
@@ -315,9 +442,64 @@ def dry_run(
         html, text = campaign.rendered.personalise(shown[0].fields)
         report.previews.append(str(write_atomic(out / "index.html", html)))
         report.previews.append(str(write_atomic(out / "index.txt", text)))
-    report.batches = math.ceil(report.to_send / batch_size(config, options.provider))
+    report.batches = math.ceil(report.to_send / PROVIDERS[options.provider].batch_size(config))
+    if nobody := _nobody_mailed(report, list_path, options):
+        report.warnings.append(nobody)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def refuse(report: Report) -> None:
+    """Raise what a real send refuses, as the dry run found it: every reason, one a line."""
+    if report.refused:
+        raise SendRefused(
+            "\n".join([f"refusing to send {report.issue}:", *(f"  {r}" for r in report.refused)])
+        )
+
+
+class _Cleanup:
+    """Steps that end a send, each run whatever the others did; the first error wins.
+
+    A full disk fails everything at once: closing the skipped-rows log after the ledger
+    failed must not hide the ledger's error, nor keep the send row from being closed.
+    """
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+        self.later: list[BaseException] = []
+
+    def run(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except BaseException as exc:  # kept, and raised once every step ran
+            if self.error is None:
+                self.error = exc
+            else:
+                self.later.append(exc)
+
+
+def _apply_bounces(ledger: Ledger, store: Store, report: Report) -> None:
+    """Put hard bounces the ledger holds in the store's suppressions; say so if it cannot.
+
+    The store is another file than the ledger (and may be another database), so its write
+    can fail where the ledger's did not: the ledger keeps the bounces until it succeeds.
+    """
+    pending = ledger.unsuppressed_bounces()
+    if not pending:
+        return
+    try:
+        store.suppress(
+            Suppression(email, reason, "bounce", "send", issue)
+            for _key, email, reason, issue in pending
+        )
+    except (OSError, NewsletterError) as exc:
+        report.warnings.append(
+            f"could not add {len(pending)} hard-bounced address(es) to the suppressions "
+            f"({getattr(exc, 'strerror', None) or exc}): the ledger keeps them, no send mails "
+            "them, and the next send adds them"
+        )
+        return
+    ledger.bounces_suppressed([key for key, *_rest in pending])
 
 
 def send_issue(
@@ -329,36 +511,73 @@ def send_issue(
     on_progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    stop: StopRequest | None = None,
 ) -> Report:
-    """Send the issue to everyone on the list who has not had it; record each outcome."""
+    """Send the issue to everyone on the list who has not had it; record each outcome.
+
+    Refuses (SendRefused) what `check` calls an error and an issue already sent under
+    another id, unless `options` override. Raises NothingSent if it mailed nobody, and
+    SendInterrupted if `stop` was requested (no new batch; the requests out are settled).
+    """
     started = time.perf_counter()
-    sandbox = options.sandbox and options.provider == "sendgrid"
+    sandbox = _sandboxed(options)
     if options.sandbox and not sandbox:
+        able = " or ".join(name for name, spec in PROVIDERS.items() if spec.sandbox)
         raise ConfigError(
-            "--sandbox is SendGrid's validation mode; use it with --provider sendgrid"
+            f"--sandbox validates every request and delivers nothing, which {options.provider} "
+            f"cannot do; use it with --provider {able}"
         )
     campaign = prepare(
         config,
         issue_path,
         templates=options.templates,
-        allow_local_secret=options.provider == "outbox",
+        allow_local_secret=PROVIDERS[options.provider].local,
     )
     issue = campaign.issue.id
     report = Report(issue, campaign.subject, options.provider, str(list_path), sandbox=sandbox)
-    if options.provider == "outbox":
+    if PROVIDERS[options.provider].local:
         report.outbox = str(config.outbox_dir)
     known_secrets = secrets(config)
+    if stop is not None and sleep is time.sleep:
+        sleep = stop.sleep
+
+    stop_at: list[float] = []
+
+    def stop_deadline() -> float | None:
+        """When a stop was first seen, plus the grace: answers after it are not waited for."""
+        if stop is None or not stop.requested:
+            return None
+        if not stop_at:
+            stop_at.append(clock() + options.stop_grace)
+        return stop_at[0]
+
+    def check_stop() -> None:
+        if stop is not None and stop.requested:
+            raise SendInterrupted(
+                f"stopped by {stop.what}: no new batch was started and the answers to the "
+                "requests out were recorded; whoever was not mailed gets the issue when you "
+                "resume (the command below)",
+                report,
+                stop.exit_code,
+            )
+
     with open_store(config) as store, store.send_lock(issue):
         ledger = store.ledger()
         ledger.recover(issue)
         stream = _open_list(list_path, config, options, campaign, store.suppressed_addresses())
-        skip_log = _SkipLog(config.build_dir / f"{issue}-skipped.csv")
-        manifest = _manifest(config, issue_path, list_path, options, campaign)
-        report.warnings += _changed_since(
-            ledger, issue, (manifest.issue_sha256, manifest.templates_sha256)
-        )
+        try:
+            manifest = _manifest(config, issue_path, list_path, options, campaign)
+            version = (manifest.issue_sha256, manifest.templates_sha256)
+            _findings(report, ledger, campaign, version, options)
+            refuse(report)
+            _apply_bounces(ledger, store, report)
+            bounced = _bounced(ledger)
+            skip_log = _SkipLog(config.build_dir / f"{issue}-skipped.csv")
+        except BaseException:
+            stream.close()
+            raise
         send_id = ledger.start_send(manifest)
-        status = "failed"
+        error: BaseException | None = None
         provider: Provider | None = None
         sender: BatchSender | None = None
         pool: ThreadPoolExecutor | None = None
@@ -368,56 +587,78 @@ def send_issue(
                 max_workers=provider.concurrency, thread_name_prefix="newsletter-send"
             )
             sender = BatchSender(
-                provider,
-                None if sandbox else ledger,
-                send_id,
-                issue,
-                options.retries,
-                report,
-                on_progress,
-                known_secrets,
-                sleep,
-                clock,
-                pool,
+                provider=provider,
+                ledger=None if sandbox else ledger,
+                send_id=send_id,
+                issue=issue,
+                retries=options.retries,
+                report=report,
+                on_progress=on_progress,
+                known_secrets=known_secrets,
+                sleep=sleep,
+                clock=clock,
+                pool=pool,
+                check_stop=check_stop,
+                stop_deadline=stop_deadline if stop is not None else None,
             )
             total = estimate_rows(list_path)
-            recipients = _classify(stream, report, ledger, campaign, options, skip_log)
+            recipients = _classify(
+                stream, report, ledger, campaign, options, skip_log, bounced=bounced
+            )
             # Reading the next batch (the generator) overlaps the requests out.
             for batch in _chunks(recipients, provider.batch_size):
+                check_stop()
                 sender.send(batch, total)
+            check_stop()
             sender.drain(total)
-            status = "finished"
-        except SendStopped as exc:
+        except NewsletterError as exc:  # SendStopped too
             report.stopped = redact(str(exc), known_secrets)
-            raise
-        except NewsletterError as exc:
-            report.stopped = redact(str(exc), known_secrets)
-            raise
-        except KeyboardInterrupt:
-            status = "interrupted"
+            error = exc
+        except KeyboardInterrupt as exc:
             report.stopped = "interrupted"
-            raise
-        finally:
-            try:
-                if sender is not None:
-                    sender.abandon_all()
-            finally:
-                if pool is not None:
-                    pool.shutdown(wait=True)
-            stream.close()
-            report.skipped_file = skip_log.close()
-            if provider is not None:
-                provider.close()
+            error = exc
+        except BaseException as exc:  # a bug: still close the send row, keep the traceback
+            report.stopped = redact(f"{type(exc).__name__}: {exc}", known_secrets)
+            error = exc
+        cleanup = _Cleanup(error)
+        grace = None  # a stop on an error waits for the provider's own timeouts, as before
+        if stop is not None and stop.requested:
+            # A second Ctrl-C means now: what is still out is recorded unknown at once.
+            deadline = stop_deadline() or clock()
+            grace = 0.0 if isinstance(error, KeyboardInterrupt) else max(deadline - clock(), 0.0)
+        if sender is not None:
+            cleanup.run(lambda: sender.abandon_all(grace))
+        if pool is not None:
+            cleanup.run(lambda: pool.shutdown(wait=not (sender and sender.gave_up)))
+        cleanup.run(stream.close)
+        cleanup.run(lambda: setattr(report, "skipped_file", skip_log.close()))
+        if provider is not None:
+            cleanup.run(provider.close)
+        if cleanup.error is not None and report.stopped is None:
+            report.stopped = redact(str(cleanup.error), known_secrets)
+
+        def finish() -> None:
+            status = "stopped" if cleanup.error is not None else "finished"
             if report.unknown and status == "finished":
                 status = "finished with unknown outcomes"
             report.seconds = time.perf_counter() - started
             counts = {k: v for k, v in report.to_json().items() if isinstance(v, int)}
             ledger.finish_send(send_id, status=status, counts=counts)
-            if sender is not None and sender.hard_bounces:
-                store.suppress(
-                    Suppression(email, reason, "bounce", "send", issue)
-                    for email, reason in sender.hard_bounces
-                )
+
+        cleanup.run(finish)
+        if sender is not None and sender.hard_bounces:
+            bounces = sender.hard_bounces
+            cleanup.run(lambda: ledger.record_bounces(issue, bounces))
+            cleanup.run(lambda: _apply_bounces(ledger, store, report))
+        cleanup.run(ledger.checkpoint)
+        for later in cleanup.later:
+            report.warnings.append(
+                "while stopping, also: " + redact(f"{type(later).__name__}: {later}", known_secrets)
+            )
+        if cleanup.error is not None:
+            raise cleanup.error
+    if nobody := _nobody_mailed(report, list_path, options):
+        raise NothingSent(nobody, report)
     return report
 
 
@@ -433,7 +674,7 @@ def send_test(config: Config, issue_path: Path, address: str, options: SendOptio
         config,
         issue_path,
         templates=options.templates,
-        allow_local_secret=options.provider == "outbox",
+        allow_local_secret=PROVIDERS[options.provider].local,
         test=True,
     )
     report = Report(campaign.issue.id, campaign.subject, options.provider, f"test:{email}")
@@ -449,6 +690,6 @@ def send_test(config: Config, issue_path: Path, address: str, options: SendOptio
     report.sent = 1 - len(result.rejected)
     report.rejected = len(result.rejected)
     report.batches = 1
-    if options.provider == "outbox":
+    if PROVIDERS[options.provider].local:
         report.outbox = str(config.outbox_dir)
     return report

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from newsletter.config import Config
-from newsletter.errors import NewsletterError, UsageError
+from newsletter.errors import NoSendError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
 from newsletter.storage.store import existing_ledger, open_existing_store
 
@@ -23,16 +23,14 @@ from newsletter.storage.store import existing_ledger, open_existing_store
 ORDER = ("sent", "unknown", "pending", "failed", "rejected")
 
 
-class NoSendError(NewsletterError):
-    """Nothing is recorded for that issue (or no ledger at all)."""
-
-
 @dataclass(frozen=True)
 class IssueStatus:
     issue: str
     ledger: Path
     sends: list[SendRecord]
-    recipients: Counter[str]  # by status
+    recipients: Counter[str]  # by status: real deliveries
+    #: The outbox's rehearsals, by status: mail no reader got, kept apart.
+    rehearsal: Counter[str] = dataclasses.field(default_factory=Counter)
     #: Suppressions since, that its mail led to (bounces, complaints, unsubscribes), by kind.
     suppressed: dict[str, int] = dataclasses.field(default_factory=dict)
 
@@ -41,6 +39,7 @@ class IssueStatus:
             "issue": self.issue,
             "ledger": str(self.ledger),
             "recipients": {s: self.recipients[s] for s in ORDER},
+            "rehearsal": {s: self.rehearsal[s] for s in ORDER},
             "sends": [dataclasses.asdict(s) for s in self.sends],
             "suppressed": self.suppressed,
         }
@@ -72,12 +71,24 @@ def _sends(ledger: Ledger, issue: str) -> list[SendRecord]:
 def issue_status(config: Config, issue: str) -> IssueStatus:
     """Every send of the issue with its manifest and counts, and its recipients by state."""
     with _open(config) as ledger:
-        found = IssueStatus(issue, config.ledger_path, _sends(ledger, issue), ledger.counts(issue))
+        found = IssueStatus(
+            issue,
+            config.ledger_path,
+            _sends(ledger, issue),
+            ledger.counts(issue),
+            ledger.counts(issue, rehearsal=True),
+        )
     store = open_existing_store(config)
     if store is not None:
         with store:
             found.suppressed.update(store.suppressions_by_issue(issue))
     return found
+
+
+def backup_ledger(config: Config, dest: Path) -> None:
+    """A whole copy of the workspace's ledger at `dest` (never over a file), safe mid-send."""
+    with _open(config) as ledger:
+        ledger.backup(dest)
 
 
 def recipients(config: Config, issue: str, status: str) -> Iterator[Delivery]:
@@ -97,5 +108,6 @@ def recipients(config: Config, issue: str, status: str) -> Iterator[Delivery]:
     def rows() -> Iterator[Delivery]:
         with ledger:
             yield from ledger.deliveries(issue, status)
+            yield from ledger.deliveries(issue, status, rehearsal=True)
 
     return rows()

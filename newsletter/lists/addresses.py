@@ -14,7 +14,15 @@ from typing import Final
 import email_validator
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
-__all__ = ["fast_normalise", "library_normalise", "validate_address"]
+__all__ = [
+    "address_key",
+    "ascii_domain",
+    "fast_normalise",
+    "library_normalise",
+    "needs_smtputf8",
+    "smtp_address",
+    "validate_address",
+]
 
 # A strict subset of what email-validator accepts, so the common case skips its ~19 µs:
 # an ASCII dot-atom local part, then LDH labels and an alphabetic top-level domain.
@@ -49,6 +57,10 @@ def fast_normalise(raw: str) -> str | None:
 
 def library_normalise(raw: str) -> str:
     """Ask email-validator, with our rules pinned rather than taken from its globals."""
+    return _validated(raw).normalized
+
+
+def _validated(raw: str) -> email_validator.ValidatedEmail:
     try:
         return email_validator.validate_email(
             raw,
@@ -61,7 +73,7 @@ def library_normalise(raw: str) -> str:
             strict=False,
             globally_deliverable=True,
             test_environment=False,
-        ).normalized
+        )
     except email_validator.EmailNotValidError as e:
         raise ValueError(str(e)) from None
 
@@ -69,3 +81,46 @@ def library_normalise(raw: str) -> str:
 def validate_address(raw: str) -> str:
     """The normalised address (domain lowercased), or ValueError with the library's reason."""
     return fast_normalise(raw) or library_normalise(raw)
+
+
+def address_key(address: str) -> str:
+    """The form in which two normalised addresses are one reader: for duplicates, the
+    suppression list and the ledger.
+
+    The domain is already lowercased (and an xn-- one decoded) by normalisation. The local
+    part is compared ignoring case, as mail systems do in practice: lowercased, never
+    case-folded, since folding turns `straße` into `strasse`, another mailbox.
+    """
+    return address.lower()
+
+
+def ascii_domain(address: str) -> str:
+    """The address with its domain in IDNA (xn--) form: what goes on the wire to a provider
+    or server that does not take UTF-8 addresses. The local part is left as it is."""
+    local, _, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    return f"{local}@{_validated(address).ascii_domain}"
+
+
+def needs_smtputf8(address: str) -> bool:
+    """A non-ASCII local part has no ASCII form: only a server offering SMTPUTF8 (RFC 6531)
+    takes it. SMTP: skip such a recipient (`Sent.rejected`) when the server's EHLO does not
+    list SMTPUTF8; SendGrid never takes one."""
+    return not address.rpartition("@")[0].isascii()
+
+
+#: Why a server without SMTPUTF8 cannot take an address: for the report and the ledger.
+NO_SMTPUTF8 = (
+    "the address has non-ASCII characters before the @ and the server does not offer "
+    "SMTPUTF8, so it cannot take it; mail this reader another way"
+)
+
+
+def smtp_address(address: str, *, smtputf8: bool) -> str | None:
+    """The address for RCPT TO: as it is for a server offering SMTPUTF8 (the transaction
+    then needs `MAIL FROM:<...> SMTPUTF8`), else with the domain in xn-- form; None if the
+    server cannot take it at all (reject the recipient with `NO_SMTPUTF8`)."""
+    if smtputf8:
+        return address
+    return None if needs_smtputf8(address) else ascii_domain(address)

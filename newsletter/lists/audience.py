@@ -10,7 +10,6 @@ files are the store's own business: `storage/csvfiles.py`.)
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import IO, cast
 
 from newsletter.errors import UsageError
 from newsletter.lists.addresses import validate_address
+from newsletter.lists.cells import CellWriter
 from newsletter.storage.csvfiles import csv_rows, write_csv_atomic
 from newsletter.storage.store import (
     MEMBER_STATUSES,
@@ -130,7 +130,9 @@ def export_audience(store: Store, out: Path | IO[str], status: MemberStatus | No
     if isinstance(out, Path):
         write_csv_atomic(out, rows)
     else:
-        csv.writer(out, lineterminator="\n").writerows(rows)
+        cells = CellWriter(out, lineterminator="\n")
+        for row in rows:
+            cells.writerow(row)
     return len(rows) - 1
 
 
@@ -142,7 +144,7 @@ def snapshot(store: Store, path: Path) -> int:
     rows += [
         [m.email, m.name, ";".join(m.tags), *(m.fields.get(k, "") for k in extra)] for m in members
     ]
-    write_csv_atomic(path, rows)
+    write_csv_atomic(path, rows, for_people=False)  # `send` reads it as it is
     return len(members)
 
 

@@ -19,7 +19,7 @@ import re
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Collection, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,7 +29,13 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Final, Self
 
 from newsletter.errors import SubscribersError
-from newsletter.lists.addresses import fast_normalise, library_normalise, validate_address
+from newsletter.lists.addresses import (
+    address_key,
+    fast_normalise,
+    library_normalise,
+    validate_address,
+)
+from newsletter.lists.cells import CellWriter, restore
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -53,6 +59,7 @@ class SkipReason(StrEnum):
     SUPPRESSED = "suppressed"
     NOT_TAGGED = "not tagged"
     MALFORMED = "malformed row"
+    UNSENDABLE = "provider cannot take it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +75,7 @@ class Subscriber:
     @property
     def key(self) -> str:
         """Addresses that differ only in case are one person (for duplicates and ledgers)."""
-        return self.email.casefold()
+        return address_key(self.email)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +284,9 @@ def _suppression_claims(table: _Table) -> Iterator[tuple[int, int, int, int]]:
     try:
         for row in reader:
             line, previous = previous + 1, reader.line_num
-            raw = row[email].strip() if len(row) > email else ""
+            raw = restore(row[email].strip()) if len(row) > email else ""
             if raw:
-                yield *_digest(_suppressed_address(raw).casefold()), line, _SUPPRESSED
+                yield *_digest(address_key(_suppressed_address(raw))), line, _SUPPRESSED
     except csv.Error as e:
         raise SubscribersError(
             f"{table.path}:{previous + 1}: not valid CSV ({e}). Fix this line: an address "
@@ -327,8 +334,10 @@ class SubscriberStream:
         tags: Collection[str] = (),
         suppressions: Path | None = None,
         suppressed: Iterable[str] = (),
+        refuse: Callable[[str], str | None] | None = None,
     ) -> None:
         self.path = path
+        self._refuse = refuse
         self.counts = Counter({"ok": 0, **{reason.value: 0 for reason in SkipReason}})
         self._table: _Table | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
@@ -360,7 +369,10 @@ class SubscriberStream:
             # The store's suppressions (line 0): whatever wrote them, a send honours them.
             self._db.executemany(
                 _CLAIM,
-                ((*_digest(_suppressed_address(a).casefold()), 0, _SUPPRESSED) for a in suppressed),
+                (
+                    (*_digest(address_key(_suppressed_address(a))), 0, _SUPPRESSED)
+                    for a in suppressed
+                ),
             )
         except BaseException:
             self.close()
@@ -393,6 +405,7 @@ class SubscriberStream:
         cursor = db.cursor()
         claim, sql_claim = cursor.execute, _CLAIM
         statuses, normalise, new = _STATUSES.get, fast_normalise, Subscriber
+        refuse = self._refuse
         previous = table.header_line
 
         def skip(line: int, raw: str, reason: SkipReason, detail: str) -> Skipped:
@@ -439,7 +452,7 @@ class SubscriberStream:
                         except ValueError as e:
                             yield skip(line, raw, SkipReason.INVALID, str(e))
                             continue
-                    key = email.casefold()
+                    key = email.lower()  # address_key, inlined
                     h1, h2 = hash(key), hash(key + "\0")  # _digest, inlined
                     claim(sql_claim, (h1, h2, line, status))
                     if cursor.rowcount == 0:
@@ -480,6 +493,9 @@ class SubscriberStream:
                     name = row[name_i] or row[first_i]
                     if not name.isprintable() and _NOT_ONE_LINE.search(name):
                         yield skip(line, raw, SkipReason.MALFORMED, _NAME_NOT_ONE_LINE)
+                        continue
+                    if refuse is not None and (why := refuse(email)):
+                        yield skip(line, raw, SkipReason.UNSENDABLE, why)
                         continue
                     fields = {c: row[i] for c, i in named}
                     counts["ok"] += 1
@@ -537,14 +553,18 @@ def read_subscribers(
     tags: Collection[str] = (),
     suppressions: Path | None = None,
     suppressed: Iterable[str] = (),
+    refuse: Callable[[str], str | None] | None = None,
 ) -> SubscriberStream:
     """Open a subscriber list as a stream; whole-file problems raise here, before any row.
 
     `tags` keeps only subscribers with any of them; `suppressions` is a CSV file with an
     `email` column (a missing file is an empty list); `suppressed` are more addresses never
-    to mail (the store's).
+    to mail (the store's); `refuse` says why the provider cannot take a normalised address
+    (the row is skipped with that reason), or None.
     """
-    return SubscriberStream(path, tags=tags, suppressions=suppressions, suppressed=suppressed)
+    return SubscriberStream(
+        path, tags=tags, suppressions=suppressions, suppressed=suppressed, refuse=refuse
+    )
 
 
 # --- the suppression list -------------------------------------------------------------------
@@ -576,13 +596,13 @@ def append_suppressions(path: Path, entries: Iterable[tuple[str, str]]) -> int:
         added = 0
         with path.open("a", encoding="utf-8", newline="") as file:
             file.write(prefix)
-            writer = csv.writer(file, delimiter=delimiter, lineterminator=newline)
+            writer = CellWriter(file, delimiter=delimiter, lineterminator=newline)
             for email, reason in entries:
                 raw = email.strip()
                 if not raw:
                     raise ValueError(f"a suppression entry has no address (reason {reason!r})")
                 address = _suppressed_address(raw)
-                cursor = db.execute(_CLAIM, (*_digest(address.casefold()), 0, _SUPPRESSED))
+                cursor = db.execute(_CLAIM, (*_digest(address_key(address)), 0, _SUPPRESSED))
                 if cursor.rowcount:
                     values = {"email": address, "reason": reason, "added_at": added_at}
                     writer.writerow([values.get(c.lower(), "") for c in columns])

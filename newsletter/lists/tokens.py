@@ -13,20 +13,13 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.errors import ConfigError, ForeignTokenError, TokenError
 
 SECRET_ENV = "NEWSLETTER_SECRET"
-#: Used when no secret is set, for the outbox and dry-runs only; never for real mail.
+#: Used when no secret is set, for the outbox and dry-runs only; never for real mail, and
+#: never believed by `newsletter unsubscribe` (it is in the source: anyone can sign with it).
 LOCAL_SECRET = "local-outbox-and-dry-run-only"
 _MAC_BYTES = 16
-
-
-class TokenError(NewsletterError):
-    pass
-
-
-class ForeignTokenError(TokenError):
-    """Well formed, but not made by this list's secret: another list's, or a forgery."""
 
 
 def _b64(data: bytes) -> str:

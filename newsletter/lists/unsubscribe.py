@@ -6,6 +6,11 @@ unsubscribe address whose subject is "unsubscribe <token>". The editor hands
 `newsletter unsubscribe` whatever they have (the token, the link, or the subject line);
 each token is checked, and the address it was made for goes on the suppression list,
 which every send honours.
+
+Only `NEWSLETTER_SECRET` is believed: outbox and dry-run mail is signed with a constant
+that is in the source, so anyone could make a token of it for anyone's address. And a
+token is data from outside even when its MAC holds: what it carries goes on the list only
+if it is an address.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from newsletter.config import Config
-from newsletter.lists.addresses import validate_address
-from newsletter.lists.tokens import SECRET_ENV, ForeignTokenError, TokenError, signer_from_env
+from newsletter.errors import ConfigError, TokenError
+from newsletter.lists.addresses import address_key, validate_address
+from newsletter.lists.tokens import SECRET_ENV, Signer
 from newsletter.storage.store import Store, Suppression
 
 REASON = "unsubscribe request"
@@ -65,28 +71,46 @@ def _plain_address(request: str) -> str | None:
         return None
 
 
+def _signer(config: Config) -> Signer:
+    secret = config.env.get(SECRET_ENV, "")
+    signer = Signer(secret, config.list_id) if secret else None
+    if signer is None or signer.local:
+        raise ConfigError(
+            f"{SECRET_ENV} is not set{'' if signer is None else ' to a real secret'}: "
+            "unsubscribe tokens are checked with the secret your real sends sign them with, "
+            "so set it to that value. (Tokens in outbox and dry-run mail are signed with a "
+            "constant anyone can read in the source: they unsubscribe nobody.) A plain "
+            "address needs no secret."
+        )
+    return signer
+
+
 def unsubscribe(config: Config, requests: Iterable[str], store: Store) -> Unsubscribed:
     """Check each request's token; suppress the addresses of the valid ones in `store`.
 
-    Tokens are checked with `NEWSLETTER_SECRET`, or, if it is unset, with the marked local
-    secret that outbox sends and dry runs sign with. A plain address is taken as it is.
+    A plain address is taken as it is: the editor giving it needs no token. Tokens are
+    checked with `NEWSLETTER_SECRET` only; `ConfigError` if a token comes and it is not set.
     """
-    signer = signer_from_env(config.env, config.list_id, allow_local=True)
+    signer: Signer | None = None
     result = Unsubscribed()
     seen: set[str] = set()
     for request in requests:
         if not request.strip():
             continue
-        try:
-            address = _plain_address(request) or signer.verify(token_in(request))
-        except TokenError as exc:
-            reason = str(exc)
-            if signer.local and isinstance(exc, ForeignTokenError):
-                reason += f" ({SECRET_ENV} is not set: tokens in real mail need it to be checked)"
-            result.refused.append((request.strip(), reason))
-            continue
-        if address.casefold() not in seen:
-            seen.add(address.casefold())
+        address = _plain_address(request)
+        if address is None:
+            signer = signer or _signer(config)
+            try:
+                address = validate_address(signer.verify(token_in(request)))
+            except TokenError as exc:
+                result.refused.append((request.strip(), str(exc)))
+                continue
+            except ValueError as exc:
+                reason = f"this token is signed, but what it carries is not a valid address ({exc})"
+                result.refused.append((request.strip(), reason))
+                continue
+        if address_key(address) not in seen:
+            seen.add(address_key(address))
             result.addresses.append(address)
     if result.addresses:
         result.added = store.suppress(

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from newsletter.errors import SubscribersError
+from newsletter.lists.cells import CellWriter, restore
 from newsletter.storage.store import SUPPRESSION_KINDS, Store, Suppression, SuppressionKind
 
 SUPPRESSION_COLUMNS = ("email", "reason", "kind", "source", "issue", "added_at")
@@ -46,20 +47,28 @@ def csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         raise SubscribersError(f"{path}:1: no `email` column; name the column of addresses `email`")
     try:
         for row in reader:
-            clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            clean = {(k or "").strip().lower(): restore((v or "").strip()) for k, v in row.items()}
             if any(clean.values()):
                 yield reader.line_num, clean
     except csv.Error as e:
         raise SubscribersError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
 
 
-def write_csv_atomic(path: Path, write: Iterable[list[str]]) -> None:
-    """Write rows to `path` through a temporary file: a reader never sees half a file."""
+def write_csv_atomic(path: Path, write: Iterable[list[str]], *, for_people: bool = True) -> None:
+    """Write rows to `path` through a temporary file: a reader never sees half a file.
+
+    Files for people (exports) have their cells neutralised for spreadsheets, and
+    `csv_rows` restores them; `for_people=False` is for a list only `send` reads.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tmp.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerows(write)
+        if for_people:
+            cells = CellWriter(fh, lineterminator="\n")
+            for row in write:
+                cells.writerow(row)
+        else:
+            csv.writer(fh, lineterminator="\n").writerows(write)
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)

@@ -17,7 +17,9 @@ templates and the list) and the final counts: the audit record.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,7 +31,12 @@ from types import TracebackType
 
 from newsletter.errors import LedgerError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Providers whose deliveries are rehearsals: mail nobody reads. The outbox writes a Maildir
+#: for the editor to look at; it must not count as a delivery for a real provider, nor
+#: publish the issue in the archive. Rehearsal rows live beside the real ones, keyed apart.
+REHEARSAL_PROVIDERS = frozenset({"outbox"})
 
 PENDING = "pending"
 SENT = "sent"
@@ -46,6 +53,8 @@ MAX_KEYS_PER_QUERY = 1000
 # Rows per query when streaming deliveries: constant memory, and no query held open.
 ROWS_PER_PAGE = 1000
 INTERRUPTED = "interrupted: the process stopped before the provider answered"
+# What os.link says on a filesystem that has no hard links (some network and FUSE mounts).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV})
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sends (
@@ -80,19 +89,61 @@ CREATE TABLE IF NOT EXISTS deliveries (
     provider_id TEXT,
     error       TEXT,
     updated_at  TEXT NOT NULL,
-    PRIMARY KEY (issue, key)
+    rehearsal   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (issue, rehearsal, key)
 );
 CREATE INDEX IF NOT EXISTS deliveries_batch ON deliveries(batch_id);
+CREATE TABLE IF NOT EXISTS bounces (
+    key           TEXT PRIMARY KEY,
+    email         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    issue         TEXT NOT NULL,
+    recorded_at   TEXT NOT NULL,
+    suppressed_at TEXT
+);
 """
-_TABLES = {"sends", "batches", "deliveries"}
+_TABLES = {"sends", "batches", "deliveries", "bounces"}
+
+# Schema 1 -> 2: deliveries keyed by (issue, rehearsal, key), rehearsal taken from the
+# provider of the send that made each row; and the bounces table. SQLite cannot change a
+# primary key in place, so the table is copied.
+_MIGRATE_1_TO_2 = f"""
+CREATE TABLE deliveries_2 (
+    issue       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN {STATUSES!r}),
+    batch_id    INTEGER NOT NULL REFERENCES batches(id),
+    provider_id TEXT,
+    error       TEXT,
+    updated_at  TEXT NOT NULL,
+    rehearsal   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (issue, rehearsal, key)
+);
+INSERT INTO deliveries_2
+SELECT d.issue, d.key, d.email, d.status, d.batch_id, d.provider_id, d.error, d.updated_at,
+       s.provider IN ({",".join(f"'{p}'" for p in sorted(REHEARSAL_PROVIDERS))})
+FROM deliveries AS d JOIN batches AS b ON d.batch_id = b.id JOIN sends AS s ON b.send_id = s.id;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_2 RENAME TO deliveries;
+CREATE INDEX deliveries_batch ON deliveries(batch_id);
+CREATE TABLE bounces (
+    key           TEXT PRIMARY KEY,
+    email         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    issue         TEXT NOT NULL,
+    recorded_at   TEXT NOT NULL,
+    suppressed_at TEXT
+)
+"""
 
 # One statement for the whole batch, its rows unpacked by SQLite from a JSON array: a
 # statement per row spent more time crossing between Python and SQLite than inserting.
 _UPSERT_PENDING = """
-INSERT INTO deliveries (issue, key, email, status, batch_id, updated_at)
-SELECT ?, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), 'pending', ?, ?
+INSERT INTO deliveries (issue, rehearsal, key, email, status, batch_id, updated_at)
+SELECT ?, ?, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), 'pending', ?, ?
 FROM json_each(?) AS j WHERE true
-ON CONFLICT (issue, key) DO UPDATE SET
+ON CONFLICT (issue, rehearsal, key) DO UPDATE SET
     email = excluded.email, status = 'pending', batch_id = excluded.batch_id,
     provider_id = NULL, error = NULL, updated_at = excluded.updated_at
 WHERE deliveries.status NOT IN ('sent', 'rejected')
@@ -112,6 +163,9 @@ class Manifest:
     provider: str
     tool_version: str
     dry_run: bool = False
+    #: The issue's title and date: the same issue renamed to another id is recognised.
+    title: str = ""
+    date: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,6 +180,7 @@ class Delivery:
     provider_id: str | None
     error: str | None
     updated_at: str
+    rehearsal: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +195,11 @@ class SendRecord:
     status: str
     manifest: Manifest
     counts: dict[str, int]
+
+
+def is_rehearsal(provider: str) -> bool:
+    """Whether a provider's deliveries are rehearsals (the outbox), kept apart from real ones."""
+    return provider in REHEARSAL_PROVIDERS
 
 
 def _now() -> str:
@@ -165,6 +225,21 @@ class Ledger:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise LedgerError(f"{path}: cannot create the ledger's folder: {e.strerror}") from e
+        if not path.exists():
+            self._create(path)
+        try:
+            empty = path.stat().st_size == 0
+        except OSError as e:
+            raise LedgerError(f"{path}: cannot read the ledger: {e.strerror}") from e
+        if empty:
+            # A ledger is never empty on disk (it is made whole, then linked into place):
+            # an empty file is a truncated copy or a mistake, and taking it for a new ledger
+            # would mail everyone again.
+            raise LedgerError(
+                f"{path}: the file is empty, so it is not a ledger (a new ledger would forget "
+                "who was already mailed); restore it from a backup, or move it away if this "
+                "workspace has really never sent anything"
+            )
         with self._translate():
             # isolation_level=None: we open every transaction ourselves, with BEGIN IMMEDIATE.
             self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -174,6 +249,47 @@ class Ledger:
         except BaseException:
             self._conn.close()
             raise
+
+    @staticmethod
+    def _create(path: Path) -> None:
+        """Make a new ledger whole beside `path`, then link it into place.
+
+        So a ledger file is never seen half made, and an empty or schema-less file at `path`
+        can be refused as foreign. Two processes creating it at once: the second link fails,
+        and both use the first one's file.
+        """
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            except OSError as e:
+                if e.errno not in _NO_HARD_LINKS:
+                    raise
+                # a filesystem without hard links: a rename, which is whole as well
+                if not path.exists():
+                    os.replace(tmp, path)
+        except (OSError, sqlite3.Error) as e:
+            raise LedgerError(f"{path}: cannot create the ledger: {e}") from e
+        finally:
+            for leftover in (
+                tmp,
+                tmp.with_name(tmp.name + "-wal"),
+                tmp.with_name(tmp.name + "-shm"),
+            ):
+                leftover.unlink(missing_ok=True)
 
     def _open(self) -> None:
         conn = self._conn
@@ -188,24 +304,24 @@ class Ledger:
         conn.execute("PRAGMA cache_size = -8192")
         conn.execute("PRAGMA wal_autocheckpoint = 10000")
         with self._transaction():
-            # Again inside the lock: another process may have created the schema meanwhile.
+            # Again inside the lock: another process may have migrated it meanwhile.
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             self._check_version(version)
             if version == 0:
-                tables = {
+                tables = sorted(
                     row[0]
                     for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                }
-                if tables - _TABLES:
-                    raise LedgerError(
-                        f"{self.path}: this SQLite file is not a newsletter ledger "
-                        f"(it has the tables {', '.join(sorted(tables - _TABLES))}); "
-                        "point the workspace at the right file or move this one away"
-                    )
-                for statement in _SCHEMA.split(";"):
+                )
+                what = f"it has the tables {', '.join(tables)}" if tables else "it has no tables"
+                raise LedgerError(
+                    f"{self.path}: this SQLite file is not a newsletter ledger ({what}); "
+                    "point the workspace at the right file or move this one away"
+                )
+            if version == 1:
+                for statement in _MIGRATE_1_TO_2.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("PRAGMA user_version = 2")
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
@@ -330,15 +446,21 @@ class Ledger:
             )
         return rows
 
-    def statuses(self, issue: str, keys: Sequence[str]) -> dict[str, str]:
-        """Status of each key that has a row; one query per 1000 keys, so a batch costs one."""
+    def statuses(
+        self, issue: str, keys: Sequence[str], *, rehearsal: bool = False
+    ) -> dict[str, str]:
+        """Status of each key that has a row; one query per 1000 keys, so a batch costs one.
+
+        Real deliveries and rehearsals (the outbox) are looked up apart: a rehearsal is not
+        a delivery.
+        """
         result: dict[str, str] = {}
         with self._translate():
             for chunk in _chunks(keys, MAX_KEYS_PER_QUERY):
                 rows = self._conn.execute(
-                    "SELECT key, status FROM deliveries "
-                    f"WHERE issue = ? AND key IN ({_placeholders(len(chunk))})",
-                    (issue, *chunk),
+                    "SELECT key, status FROM deliveries WHERE issue = ? AND rehearsal = ? "
+                    f"AND key IN ({_placeholders(len(chunk))})",
+                    (issue, rehearsal, *chunk),
                 )
                 result.update(rows)
         return result
@@ -363,13 +485,19 @@ class Ledger:
             self._conn.execute("PRAGMA synchronous = FULL")
             try:
                 with self._transaction() as conn:
-                    batch_id = self._insert_batch(conn, send_id, issue, len(recipients), now)
+                    batch_id, rehearsal = self._insert_batch(
+                        conn, send_id, issue, len(recipients), now
+                    )
                     pairs = json.dumps([[key, email] for key, email in recipients])
-                    changed = conn.execute(_UPSERT_PENDING, (issue, batch_id, now, pairs)).rowcount
+                    changed = conn.execute(
+                        _UPSERT_PENDING, (issue, rehearsal, batch_id, now, pairs)
+                    ).rowcount
                     if changed != len(recipients):
                         done = {
                             key: status
-                            for key, status in self.statuses(issue, keys).items()
+                            for key, status in self.statuses(
+                                issue, keys, rehearsal=rehearsal
+                            ).items()
                             if status in (SENT, REJECTED)
                         }
                         shown = ", ".join(f"{k} ({s})" for k, s in sorted(done.items())[:5])
@@ -383,8 +511,9 @@ class Ledger:
 
     def _insert_batch(
         self, conn: sqlite3.Connection, send_id: int, issue: str, size: int, now: str
-    ) -> int:
-        row = conn.execute("SELECT issue FROM sends WHERE id = ?", (send_id,)).fetchone()
+    ) -> tuple[int, bool]:
+        """The new batch's id, and whether its send is a rehearsal (by its provider)."""
+        row = conn.execute("SELECT issue, provider FROM sends WHERE id = ?", (send_id,)).fetchone()
         if row is None or row[0] != issue:
             raise LedgerError(f"{self.path}: send {send_id} is not a send of issue {issue}")
         cursor = conn.execute(
@@ -393,7 +522,7 @@ class Ledger:
             (send_id, issue, size, now, now),
         )
         assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return cursor.lastrowid, is_rehearsal(row[1])
 
     def finish_batch(
         self,
@@ -448,26 +577,31 @@ class Ledger:
                 (status, provider_id, error, now, batch_id),
             )
 
-    def counts(self, issue: str) -> Counter[str]:
-        """Recipients of an issue per status."""
+    def counts(self, issue: str, *, rehearsal: bool = False) -> Counter[str]:
+        """Recipients of an issue per status: real deliveries, or the rehearsals."""
         with self._translate():
             rows = self._conn.execute(
-                "SELECT status, count(*) FROM deliveries WHERE issue = ? GROUP BY status",
-                (issue,),
+                "SELECT status, count(*) FROM deliveries WHERE issue = ? AND rehearsal = ? "
+                "GROUP BY status",
+                (issue, rehearsal),
             )
             return Counter(dict(rows.fetchall()))
 
-    def deliveries(self, issue: str, status: str | None = None) -> Iterator[Delivery]:
+    def deliveries(
+        self, issue: str, status: str | None = None, *, rehearsal: bool = False
+    ) -> Iterator[Delivery]:
         """Every recipient row of an issue (optionally one status), streamed in key order.
+
+        Real deliveries, or with `rehearsal` the outbox's.
 
         Read a page at a time, with no query left open between pages, so the caller may write
         to the ledger while it iterates (retrying the failed ones, say).
         """
         sql = (
-            "SELECT issue, key, email, status, batch_id, provider_id, error, updated_at "
-            "FROM deliveries WHERE issue = ?"
+            "SELECT issue, key, email, status, batch_id, provider_id, error, updated_at, "
+            "rehearsal FROM deliveries WHERE issue = ? AND rehearsal = ?"
         )
-        params: tuple[str, ...] = (issue,)
+        params: tuple[str | int, ...] = (issue, int(rehearsal))
         if status is not None:
             sql += " AND status = ?"
             params += (status,)
@@ -476,7 +610,28 @@ class Ledger:
             rows = self._conn.execute(sql + page, params).fetchall()
         while rows:
             for row in rows:
-                yield Delivery(*row)
+                (
+                    issue_,
+                    key,
+                    email,
+                    status_,
+                    batch_id,
+                    provider_id,
+                    error,
+                    updated_at,
+                    rehearsal_,
+                ) = row
+                yield Delivery(
+                    issue_,
+                    key,
+                    email,
+                    status_,
+                    batch_id,
+                    provider_id,
+                    error,
+                    updated_at,
+                    bool(rehearsal_),
+                )
             if len(rows) < ROWS_PER_PAGE:
                 return
             with self._translate():
@@ -521,9 +676,83 @@ class Ledger:
             return dict(rows.fetchall())
 
     def was_sent(self, issue: str) -> bool:
-        """Whether anyone received the issue: the web archive publishes only sent issues."""
+        """Whether any reader received the issue: the web archive publishes only sent issues.
+
+        A rehearsal (the outbox) mailed nobody, so it does not count.
+        """
         with self._translate():
             row = self._conn.execute(
-                "SELECT 1 FROM deliveries WHERE issue = ? AND status = 'sent' LIMIT 1", (issue,)
+                "SELECT 1 FROM deliveries WHERE issue = ? AND status = 'sent' AND rehearsal = 0 "
+                "LIMIT 1",
+                (issue,),
             ).fetchone()
         return row is not None
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log back into the ledger file, so the file alone is whole.
+
+        Run at the end of every send: a copy of `ledger.sqlite` made without its `-wal`
+        then still holds every row. (Another reader may keep part of the log; `backup` is
+        the copy that is always whole.)
+        """
+        with self._translate():
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+    def backup(self, dest: Path) -> None:
+        """A whole, consistent copy of the ledger at `dest`, with SQLite's online backup.
+
+        Safe while a send runs: unlike copying the file, it includes what is still in the
+        write-ahead log. Written beside `dest` first and renamed, and never over a file.
+        """
+        if dest.exists():
+            raise LedgerError(f"{dest}: already exists; choose a new name for the backup")
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            target = sqlite3.connect(tmp)
+            try:
+                with self._translate():
+                    self._conn.backup(target)
+                target.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                target.close()
+            os.link(tmp, dest)
+        except FileExistsError:
+            raise LedgerError(f"{dest}: already exists; choose a new name for the backup") from None
+        except (OSError, sqlite3.Error) as e:
+            raise LedgerError(f"{dest}: cannot write the backup: {e}") from e
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def record_bounces(self, issue: str, bounces: Sequence[tuple[str, str, str]]) -> None:
+        """Keep (key, email, reason) hard bounces until they are on the suppression list.
+
+        The ledger remembers them even when `suppressions.csv` cannot be written, so the
+        next send can still add them (and skip them meanwhile).
+        """
+        now = _now()
+        with self._translate(), self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO bounces (key, email, reason, issue, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                [(key, email, reason, issue, now) for key, email, reason in bounces],
+            )
+
+    def unsuppressed_bounces(self) -> list[tuple[str, str, str, str]]:
+        """Hard bounces not yet written to the suppression list, as (key, email, reason,
+        issue): the issue whose mail bounced goes with the suppression."""
+        with self._translate():
+            rows = self._conn.execute(
+                "SELECT key, email, reason, issue FROM bounces WHERE suppressed_at IS NULL "
+                "ORDER BY key"
+            )
+            return [(key, email, reason, issue) for key, email, reason, issue in rows]
+
+    def bounces_suppressed(self, keys: Sequence[str]) -> None:
+        """Mark hard bounces as written to the suppression list."""
+        now = _now()
+        with self._translate(), self._transaction() as conn:
+            conn.executemany(
+                "UPDATE bounces SET suppressed_at = ? WHERE key = ?",
+                [(now, key) for key in keys],
+            )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from newsletter.errors import LedgerError
+from newsletter.lists.addresses import address_key
 from newsletter.storage.ledger import Ledger
 from newsletter.storage.lock import send_lock
 from newsletter.storage.store import (
@@ -225,7 +226,7 @@ class SQLiteStore:
                     "(key, email, reason, kind, source, issue, added_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
-                        email.casefold(),
+                        address_key(email),
                         email,
                         s.reason,
                         s.kind,
@@ -237,7 +238,7 @@ class SQLiteStore:
                 conn.execute(
                     "UPDATE members SET status = ?, updated_at = ? "
                     "WHERE key = ? AND status IN ('subscribed', 'pending')",
-                    (STATUS_OF_KIND[s.kind], now, email.casefold()),
+                    (STATUS_OF_KIND[s.kind], now, address_key(email)),
                 )
         return added
 
@@ -245,14 +246,14 @@ class SQLiteStore:
         with self._write() as conn:
             return bool(
                 conn.execute(
-                    "DELETE FROM suppressions WHERE key = ?", (email.strip().casefold(),)
+                    "DELETE FROM suppressions WHERE key = ?", (address_key(email.strip()),)
                 ).rowcount
             )
 
     def suppression(self, email: str) -> Suppression | None:
         rows = self._read(
             "SELECT email, reason, kind, source, issue, added_at FROM suppressions WHERE key = ?",
-            (email.strip().casefold(),),
+            (address_key(email.strip()),),
         )
         return self._suppression(rows[0]) if rows else None
 
@@ -307,7 +308,7 @@ class SQLiteStore:
 
     def member(self, email: str) -> Member | None:
         rows = self._read(
-            f"SELECT {_MEMBER_COLUMNS} FROM members WHERE key = ?", (email.strip().casefold(),)
+            f"SELECT {_MEMBER_COLUMNS} FROM members WHERE key = ?", (address_key(email.strip()),)
         )
         return _member(rows[0]) if rows else None
 
@@ -348,12 +349,12 @@ class SQLiteStore:
             return bool(
                 conn.execute(
                     "UPDATE members SET status = ?, updated_at = ? WHERE key = ?",
-                    (status, _now(), email.strip().casefold()),
+                    (status, _now(), address_key(email.strip())),
                 ).rowcount
             )
 
     def resubscribe(self, email: str) -> bool:
-        key = email.strip().casefold()
+        key = address_key(email.strip())
         with self._write() as conn:
             lifted = conn.execute("DELETE FROM suppressions WHERE key = ?", (key,)).rowcount
             changed = conn.execute(
@@ -382,7 +383,7 @@ class SQLiteStore:
                 "asked_at, confirmed_at, consent_source, consent_ip, updated_at) "
                 "VALUES (?, ?, ?, 'pending', '', '{}', ?, '', ?, ?, ?)",
                 (
-                    signup.email.casefold(),
+                    address_key(signup.email),
                     signup.email,
                     signup.name,
                     signup.asked_at,
@@ -403,7 +404,7 @@ class SQLiteStore:
                 return None
             email, name, asked_at, source, ip = row
             old = conn.execute(
-                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE key = ?", (email.casefold(),)
+                f"SELECT {_MEMBER_COLUMNS} FROM members WHERE key = ?", (address_key(email),)
             ).fetchone()
             before = _member(old) if old else None
             member = Member(
@@ -419,10 +420,10 @@ class SQLiteStore:
             # or a complaint, which only the editor lifts (`newsletter audience resubscribe`).
             conn.execute(
                 "DELETE FROM suppressions WHERE key = ? AND kind = 'unsubscribe'",
-                (email.casefold(),),
+                (address_key(email),),
             )
             kept = conn.execute(
-                "SELECT kind FROM suppressions WHERE key = ?", (email.casefold(),)
+                "SELECT kind FROM suppressions WHERE key = ?", (address_key(email),)
             ).fetchone()
             if kept is not None:  # still suppressed: the status says why, not "subscribed"
                 member = dataclasses.replace(member, status=STATUS_OF_KIND[kept[0]])

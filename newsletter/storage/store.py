@@ -22,6 +22,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
+from newsletter.lists.addresses import address_key
+
 if TYPE_CHECKING:
     from newsletter.config import Config
     from newsletter.storage.ledger import Ledger
@@ -79,7 +81,7 @@ class Member:
 
     @property
     def key(self) -> str:
-        return self.email.casefold()
+        return address_key(self.email)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,16 @@ and needs no file-watching library; a few `stat` calls a poll cost nothing. The 
 goes up only when what the page shows changes, so saving an unchanged file does not
 reload the browser.
 
-The page reloads itself with one small script that polls `/version`; without JavaScript
+The page is templates/preview/page.html (with its style.css and reload.js), autoescaped.
+It reloads itself with one small script that polls `/version`; without JavaScript
 it still shows everything, and a manual reload picks up changes. A problem with the issue,
 a template or the config (any `NewsletterError`) replaces the preview with a readable
 panel, and the next good save brings the preview back; the server keeps running. Anything
 else that goes wrong while rendering is a bug: its traceback shows in the panel.
+
+Over 400 lines on purpose: the server, its watcher thread and its request handler share
+one `Snapshot` and one shutdown sequence (stop polling, wake open connections, close the
+socket) that is easiest to get right when it is read in one place.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import html
 import json
 import secrets
 import socket
@@ -43,11 +47,13 @@ import traceback
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from string import Template
 from typing import Any
 from urllib.parse import urlsplit
+
+import jinja2
 
 from newsletter.config import Config, load_config
 from newsletter.content.issue import load_issue
@@ -435,174 +441,33 @@ class _Handler(BaseHTTPRequestHandler):
 # --- the page -----------------------------------------------------------------------------------
 
 
+@cache
+def _pages() -> jinja2.Environment:
+    """The preview page's own templates (templates/preview/), which a workspace cannot
+    override: it is the tool's page, not the newsletter's."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(PACKAGE_TEMPLATES / "preview")),
+        autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
 def page(snap: Snapshot, issue_path: Path, token: str) -> str:
     """The side-by-side page, or the error panel, with the reload script."""
-    preview = snap.preview
-    e = html.escape
-    if preview.ok:
-        main = _PANES.substitute(
-            v=snap.version,
+    return (
+        _pages()
+        .get_template("page.html")
+        .render(
+            preview=snap.preview,
+            file=str(issue_path),
+            version=snap.version,
+            time=snap.rendered_at.strftime("%H:%M:%S"),
             desktop=DESKTOP_WIDTH,
             phone=PHONE_WIDTH,
-            text=e(preview.text or ""),
+            server=token,
+            every=RELOAD_POLL_MS,
         )
-    else:
-        lines = "\n".join(f"<li><code>{e(line)}</code></li>" for line in preview.details)
-        main = _ERROR.substitute(problem=e(preview.problem or ""), lines=lines)
-    warnings = "".join(
-        f'<p class="warning"><strong>warning:</strong> {e(w)}</p>' for w in preview.warnings
     )
-    inbox = ""
-    if preview.subject is not None:
-        inbox = (
-            f'<div class="inbox"><span class="from">{e(preview.sender or "")}</span> '
-            f'<span class="subject">{e(preview.subject)}</span>'
-            + (
-                f' <span class="preheader">{e(preview.preheader)}</span>'
-                if preview.preheader
-                else ""
-            )
-            + "</div>"
-        )
-    status = "ok" if preview.ok else "error"
-    return _PAGE.substitute(
-        title=e(("⚠ " if not preview.ok else "") + preview.title),
-        heading=e(preview.title),
-        inbox=inbox,
-        file=e(str(issue_path)),
-        version=snap.version,
-        time=snap.rendered_at.strftime("%H:%M:%S"),
-        status=status,
-        warnings=warnings,
-        main=main,
-        script=_SCRIPT.substitute(
-            version=json.dumps(snap.version), server=json.dumps(token), every=RELOAD_POLL_MS
-        ),
-    )
-
-
-_PANES = Template("""\
-<main class="panes">
-<section class="pane desktop">
-<h2>Desktop <small>${desktop} px<span class="scale-note">, shown at 80%</span></small></h2>
-<div class="frame"><iframe title="The HTML part at desktop width" \
-src="/email.html?v=${v}" width="${desktop}"></iframe></div>
-</section>
-<section class="pane phone">
-<h2>Phone <small>${phone} px</small></h2>
-<div class="frame"><iframe title="The HTML part at phone width" \
-src="/email.html?v=${v}" width="${phone}"></iframe></div>
-</section>
-<section class="pane text">
-<h2>Plain text</h2>
-<pre>${text}</pre>
-</section>
-</main>
-""")
-
-_ERROR = Template("""\
-<main>
-<section class="error" role="alert">
-<h2>${problem}</h2>
-<ul>
-${lines}
-</ul>
-<p>Fix it and save: this page updates by itself.</p>
-</section>
-</main>
-""")
-
-_SCRIPT = Template("""\
-(function () {
-  var version = ${version}, server = ${server};
-  function poll() {
-    fetch("/version", {cache: "no-store"})
-      .then(function (r) { return r.json(); })
-      .then(function (d) {
-        if (d.version !== version || d.server !== server) { location.reload(); }
-        else { setTimeout(poll, ${every}); }
-      }, function () { setTimeout(poll, 2000); });
-  }
-  setTimeout(poll, ${every});
-})();
-""")
-
-_PAGE = Template("""\
-<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${title} · preview</title>
-<style>
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
-  background: #e9ecf0; color: #1c232b; }
-header { padding: 10px 16px; background: #fff; border-bottom: 1px solid #d5dbe2; }
-header h1 { margin: 0; font-size: 17px; }
-.inbox { margin-top: 2px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.inbox .from { font-weight: 600; }
-.inbox .preheader { color: #687584; }
-.inbox .preheader::before { content: "– "; }
-.meta { margin-top: 2px; color: #687584; font-size: 12px; }
-.meta code { font-size: 12px; }
-.dot { display: inline-block; width: 8px; height: 8px; border-radius: 50%; margin-right: 4px;
-  background: #2e9d5b; }
-.status-error .dot { background: #c8372d; }
-.warning { margin: 10px 16px 0; padding: 8px 12px; background: #fff6d9;
-  border: 1px solid #e8cf7a; border-radius: 6px; }
-.panes { --h: max(420px, calc(100vh - 150px)); display: flex; flex-wrap: wrap; gap: 16px;
-  padding: 16px; align-items: flex-start; }
-.pane { min-width: 0; max-width: 100%; }
-.pane h2 { margin: 0 0 6px; font-size: 12px; text-transform: uppercase; letter-spacing: .06em;
-  color: #556270; }
-.pane h2 small { font-weight: normal; text-transform: none; letter-spacing: 0; }
-.frame { max-width: 100%; overflow-x: auto; }
-iframe, pre { display: block; height: var(--h); margin: 0; border: 1px solid #cfd6de;
-  border-radius: 6px; background: #fff; }
-iframe { box-sizing: content-box; }  /* the email sees exactly 700 or 375 px */
-pre { overflow: auto; padding: 12px 14px; white-space: pre;
-  font: 12.5px/1.5 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
-.pane.text { flex: 1 1 360px; }
-.pane.text pre { max-width: 80ch; }
-.scale-note { display: none; }
-/* Too narrow for 700 + 375 side by side but wide enough at 80%: scale the desktop view. */
-@media (min-width: 1000px) and (max-width: 1139px) {
-  .pane.desktop .frame { width: 561.6px; height: calc(var(--h) + 2px); overflow: hidden; }
-  .pane.desktop iframe { height: calc(var(--h) * 1.25 + 0.5px); transform: scale(.8);
-    transform-origin: 0 0; }
-  .scale-note { display: inline; }
-}
-.error { margin: 16px; padding: 14px 18px; background: #fff; border: 1px solid #e4a39c;
-  border-left: 6px solid #c8372d; border-radius: 6px; max-width: 960px; }
-.error h2 { margin: 0 0 8px; font-size: 16px; color: #a42a21; }
-.error ul { margin: 0; padding-left: 18px; }
-.error li { margin: 4px 0; }
-.error code { font: 13px/1.5 ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap;
-  word-break: break-word; }
-noscript p { margin: 0 16px 16px; color: #687584; }
-@media (max-width: 600px) {
-  header { padding: 8px 10px; }
-  .pane.phone { order: -1; }  /* on a phone, the phone view first */
-  .panes { padding: 10px 0; gap: 12px; }
-  .pane h2 { padding: 0 10px; }
-  iframe, pre { border-left: 0; border-right: 0; border-radius: 0; }
-  .error { margin: 10px; }
-}
-</style>
-</head>
-<body class="status-${status}">
-<header>
-<h1>${heading}</h1>
-${inbox}
-<div class="meta"><span class="dot"></span><code>${file}</code> · render ${version} at ${time} \
-· updates when you save</div>
-</header>
-${warnings}
-${main}
-<noscript><p>Automatic reload needs JavaScript: reload the page after saving.</p></noscript>
-<script>
-${script}</script>
-</body>
-</html>
-""")

@@ -33,9 +33,9 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from newsletter.config import Config
-from newsletter.errors import ConfigError, NewsletterError, RequestRefused
-from newsletter.lists.addresses import validate_address
-from newsletter.lists.tokens import SECRET_ENV, PurposeSigner, TokenError, signer_from_env
+from newsletter.errors import ConfigError, NewsletterError, RequestRefused, TokenError
+from newsletter.lists.addresses import address_key, validate_address
+from newsletter.lists.tokens import SECRET_ENV, PurposeSigner, signer_from_env
 from newsletter.storage.store import Signup, Store, Suppression, open_store
 from newsletter.web import webhook
 from newsletter.web.guards import (
@@ -264,7 +264,7 @@ class ReaderService:
             raise RequestRefused(
                 400, "That is not an email address. Go back and check it."
             ) from None
-        if not self.per_address.hit(address.casefold()):
+        if not self.per_address.hit(address_key(address)):
             raise RequestRefused(
                 429, "We just sent a confirmation to that address. Check your inbox."
             )

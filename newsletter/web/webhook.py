@@ -1,18 +1,23 @@
 """SendGrid's Event Webhook: bounces, drops, spam reports and unsubscribes become suppressions.
 
-SendGrid signs each batch with ECDSA (P-256, SHA-256) over the timestamp and the body; the
-`sendgrid` package's `EventWebhook` checks it against the public key from the environment.
-It is imported only when a batch arrives, so the service starts without sendgrid. Events
+SendGrid signs each batch with ECDSA (P-256, SHA-256) over the timestamp and the body;
+`cryptography` checks it against the public key (base64 DER) from the environment, so the
+service needs no sendgrid client at run time. Events
 carry our `custom_args` (`issue`, `list`) as top-level keys, so each suppression records
 the issue whose mail led to it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from newsletter.errors import ConfigError, RequestRefused
 from newsletter.storage.store import Suppression, SuppressionKind
@@ -39,16 +44,19 @@ def verify(env: Mapping[str, str], body: bytes, signature: str, timestamp: str) 
         raise RequestRefused(401, "unsigned: the signature and timestamp headers are required")
     if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_AGE_S:
         raise RequestRefused(400, f"stale: the timestamp is more than {MAX_AGE_S} s away")
-    from sendgrid.helpers.eventwebhook import EventWebhook
-
     try:
-        checker = EventWebhook()
-        public_key = checker.convert_public_key_to_ecdsa(key)
-        good = checker.verify_signature(body.decode("utf-8"), signature, timestamp, public_key)
-    except (ValueError, UnicodeDecodeError):
-        good = False
-    if not good:
-        raise RequestRefused(403, "the signature does not match this body")
+        public_key = serialization.load_der_public_key(base64.b64decode(key, validate=True))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{PUBLIC_KEY_ENV} is not a SendGrid verification key (base64 DER): copy it again"
+        ) from exc
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise ConfigError(f"{PUBLIC_KEY_ENV} is not an ECDSA key: copy SendGrid's again")
+    try:
+        der_signature = base64.b64decode(signature, validate=True)
+        public_key.verify(der_signature, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except (ValueError, InvalidSignature) as exc:
+        raise RequestRefused(403, "the signature does not match this body") from exc
 
 
 def _kind(event: Mapping[str, Any]) -> SuppressionKind | None:

@@ -34,6 +34,8 @@ request that reaches the server (even one to a wrong path) consumes a queued fau
     drop_after_accept()          read and process the request as usual (a valid one is recorded
                                  as accepted), then close without answering: the unknown outcome.
                                  The client sees http.client.RemoteDisconnected.
+    redirect(location, code=302) read the request, answer `code` with a Location header and
+                                 no body; nothing recorded.
     slow(seconds)                read the request, sleep, then process and answer as usual. A
                                  client that timed out meanwhile is still recorded as accepted.
 
@@ -109,12 +111,17 @@ DEFAULT_MESSAGES = {
 class Fault:
     """One misbehaviour for one request; build them with the functions below."""
 
-    kind: Literal["status", "drop_before_read", "drop_after_accept", "slow", "slow_answer"]
+    kind: Literal[
+        "status", "drop_before_read", "drop_after_accept", "slow", "slow_answer", "redirect"
+    ]
     code: int = 0
     message: str | None = None
     retry_after: int | None = None
     headers: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0
+    location: str = ""
+    field: str | None = None
+    body: bytes | None = None
 
     @property
     def label(self) -> str:
@@ -128,12 +135,18 @@ def status(
     message: str | None = None,
     retry_after: int | None = None,
     headers: Mapping[str, str] | None = None,
+    field: str | None = None,
+    body: bytes | None = None,
 ) -> Fault:
-    """Answer `code` with SendGrid's error body (and rate-limit headers for 429)."""
+    """Answer `code` with SendGrid's error body (and rate-limit headers for 429); `field`
+    names the part of the request it is about, e.g. `personalizations.3.to.0.email`; `body`
+    is sent as is instead (a proxy's text page, or a server echoing what it was sent)."""
     return Fault(
         "status",
         code=code,
         message=message,
+        field=field,
+        body=body,
         retry_after=retry_after,
         headers=tuple((headers or {}).items()),
     )
@@ -158,6 +171,12 @@ def slow_answer(seconds: float) -> Fault:
     """Process the request (record it if valid), then sleep `seconds` before answering: a
     client killed meanwhile never learns that its batch was taken."""
     return Fault("slow_answer", seconds=seconds)
+
+
+def redirect(location: str, code: int = 302) -> Fault:
+    """Answer `code` with `Location: location` after reading the request; nothing recorded:
+    an API host moved, or a proxy in front of it, sending the client elsewhere."""
+    return Fault("redirect", code=code, location=location)
 
 
 DEFAULT_FAULT_KINDS: tuple[Fault, ...] = (
@@ -308,8 +327,12 @@ def live_problems(body: dict[str, Any], now: float) -> list[dict[str, Any]]:
     twice in one request (case-insensitive); `subject` (top level or in every personalization) and
     `content` unless `template_id`; text/plain first, then text/html, each at most once;
     substitutions and the merged custom_args of each personalization at most 10,000 bytes (keys
-    plus values, UTF-8); custom_args and header values are strings; no reserved header; not both
-    reply_to and reply_to_list; send_at at most 72 hours ahead; attachments are base64.
+    plus values, UTF-8); every address (recipients, from, reply_to) is ASCII (an
+    internationalised domain in its xn-- form); a recipient name with `,` or `;` is a quoted
+    string (the live API accepts a bare one with 202, then drops the mail: sendgrid/docs#2005);
+    custom_args and header
+    values are strings; no reserved header; not both reply_to and reply_to_list; send_at at
+    most 72 hours ahead; attachments are base64.
     """
     problems: list[dict[str, Any]] = []
     personalizations = body["personalizations"]
@@ -327,6 +350,15 @@ def live_problems(body: dict[str, Any], now: float) -> list[dict[str, Any]]:
             for j, recipient in enumerate(p.get(kind, [])):
                 recipients += 1
                 where, address = f"{here}.{kind}.{j}.email", recipient["email"]
+                if not address.isascii():
+                    problems.append(problem("Does not contain a valid address.", where))
+                name = recipient.get("name")
+                if name and _LIST_SEPARATORS.search(name) and not _QUOTED.fullmatch(name):
+                    message = (
+                        "A name with a comma or semicolon must be in double quotes: the live "
+                        "API answers 202 and then drops the mail."
+                    )
+                    problems.append(problem(message, f"{here}.{kind}.{j}.name"))
                 first = seen.setdefault(address.casefold(), where)
                 if first != where:
                     message = f"{address} appears twice in one request (first at {first})."
@@ -347,6 +379,9 @@ def live_problems(body: dict[str, Any], now: float) -> list[dict[str, Any]]:
     if recipients > MAX_RECIPIENTS:
         message = f"{recipients} recipients in one request; at most {MAX_RECIPIENTS} in all."
         problems.append(problem(message, "personalizations"))
+    for name in ("from", "reply_to"):
+        if name in body and not body[name]["email"].isascii():
+            problems.append(problem("Does not contain a valid address.", f"{name}.email"))
     problems += _content_problems(body.get("content"), templated)
     problems += _header_problems(body.get("headers", {}), "headers")
     problems += _send_at_problems(body.get("send_at"), "send_at", now)
@@ -359,6 +394,11 @@ def live_problems(body: dict[str, Any], now: float) -> list[dict[str, Any]]:
             message = "The attachment content must be base64 encoded."
             problems.append(problem(message, f"attachments.{i}.content"))
     return problems
+
+
+# SendGrid builds the To header from `name` as is: a bare `,` or `;` splits it into addresses.
+_LIST_SEPARATORS = re.compile("[,;]")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def _size(mapping: Mapping[str, Any]) -> int:
@@ -637,7 +677,9 @@ def _redacted(headers: Message) -> dict[str, str]:
 
 
 def _fault_response(fault: Fault) -> _Response:
-    response = _error(fault.code, fault.message)
+    message = fault.message or DEFAULT_MESSAGES.get(fault.code, "error")
+    body = fault.body if fault.body is not None else error_body(problem(message, fault.field))
+    response = _Response(fault.code, body)
     if fault.code == 429:
         reset = int(time.time()) + max(fault.retry_after or 0, 1)
         limits = {"Limit": "600", "Remaining": "0", "Reset": str(reset)}
@@ -707,6 +749,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fault.seconds)
         if fault is not None and fault.kind == "status":
             response = _fault_response(fault)
+        elif fault is not None and fault.kind == "redirect":
+            response = _Response(fault.code, headers={"Location": fault.location})
         else:
             response = self.server.owner._answer(self.command, self.path, self.headers, raw)
         if fault is not None and fault.kind == "drop_after_accept":

@@ -1,60 +1,70 @@
-"""Where mail goes: one small interface, one module per provider.
+"""Where mail goes: one small interface, one module per provider, registered here by name.
 
 A provider takes a batch of recipients of one campaign and either returns a `Sent` (the
 batch was accepted, maybe minus some refused recipients) or raises one of
 `TransientProviderError` (nothing was accepted; worth retrying), `UnknownOutcomeError`
 (the request left but no answer came) or `PermanentProviderError` (stop and fix
 something). Retrying, backing off and recording are the send loop's job, not theirs.
+
+Each provider module declares a `PROVIDER = ProviderSpec(...)` (see `base`): its section of
+newsletter.yaml, its secrets, its readiness check and its batch size. Adding one (Amazon
+SES, Postmark) is a new module and one line in `_MODULES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from newsletter.delivery.providers.base import (
+    CampaignView,
+    Provider,
+    ProviderSpec,
+    Refusal,
+    Sent,
+)
 
 if TYPE_CHECKING:
     from newsletter.delivery.campaign import Campaign
-    from newsletter.delivery.message import Recipient
 
-NAMES = ("outbox", "smtp", "sendgrid")
+__all__ = ["PROVIDERS", "CampaignView", "Provider", "ProviderSpec", "Sent", "open_provider"]
 
-
-@dataclass(frozen=True)
-class Sent:
-    """The provider took the batch: its id for it, and any recipient it refused for good."""
-
-    provider_id: str | None
-    rejected: Mapping[str, str] = field(default_factory=dict)  # key -> reason
-    #: Of the rejected keys, those whose mailbox will never take mail: they are suppressed.
-    hard_bounces: frozenset[str] = frozenset()
+#: The registered providers, in the order `--provider` lists them.
+_MODULES = (
+    "newsletter.delivery.providers.outbox",
+    "newsletter.delivery.providers.smtp",
+    "newsletter.delivery.providers.sendgrid",
+)
 
 
-class Provider(Protocol):
-    name: str
-    #: Recipients per request: SendGrid takes up to 1000; SMTP and the outbox one message each.
-    batch_size: int
-    #: Requests that may be out at once, each from its own thread: several for SendGrid (a
-    #: connection each); one for SMTP (one connection) and the outbox.
-    concurrency: int
+def _register(modules: tuple[str, ...]) -> dict[str, ProviderSpec[Any]]:
+    specs: dict[str, ProviderSpec[Any]] = {}
+    for module in modules:
+        spec = getattr(importlib.import_module(module), "PROVIDER", None)
+        if not isinstance(spec, ProviderSpec):
+            raise TypeError(f"{module} declares no PROVIDER = ProviderSpec(...)")
+        specs[spec.name] = spec
+    return specs
 
-    def send(self, batch: Sequence[Recipient]) -> Sent: ...
 
-    def close(self) -> None: ...
+#: Every provider by the name `--provider` and `provider:` take.
+PROVIDERS: Mapping[str, ProviderSpec[Any]] = _register(_MODULES)
+
+
+def secret_names() -> tuple[str, ...]:
+    """The environment variables that hold any provider's secrets."""
+    return tuple(name for spec in PROVIDERS.values() for name in spec.secret_names)
+
+
+def address_refusal(name: str) -> Refusal | None:
+    """What the provider `name` cannot take, as far as is known before connecting. (Whether
+    an SMTP server takes a non-ASCII local part is known only once it answers EHLO.)"""
+    return PROVIDERS[name].refusal
 
 
 def open_provider(name: str, campaign: Campaign, *, sandbox: bool = False) -> Provider:
-    """The provider `name`, configured from the campaign's config and environment."""
-    if name == "outbox":
-        from newsletter.delivery.providers.outbox import Outbox
-
-        return Outbox(campaign)
-    if name == "smtp":
-        from newsletter.delivery.providers.smtp import SMTPProvider
-
-        return SMTPProvider(campaign)
-    if name == "sendgrid":
-        from newsletter.delivery.providers.sendgrid import SendGridProvider
-
-        return SendGridProvider(campaign, sandbox=sandbox)
-    raise ValueError(f"unknown provider {name!r}")
+    """The provider `name`, made ready from the config and environment, for this campaign:
+    it is given the campaign's `view`, not the campaign."""
+    spec = PROVIDERS[name]
+    return spec.open(campaign.view, spec.ready(campaign.config), sandbox)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import mailbox
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from newsletter.delivery.providers import Sent
+from newsletter.delivery.providers.base import CampaignView, ProviderSpec, Sent
 from newsletter.errors import PermanentProviderError
 
 if TYPE_CHECKING:
-    from newsletter.delivery.campaign import Campaign
+    from newsletter.config import Config
     from newsletter.delivery.message import Recipient
 
 
@@ -24,8 +25,8 @@ class Outbox:
     batch_size = 1
     concurrency = 1
 
-    def __init__(self, campaign: Campaign) -> None:
-        self.path = campaign.config.outbox_dir
+    def __init__(self, campaign: CampaignView, path: Path) -> None:
+        self.path = path
         self.builder = campaign.builder
         try:
             self.box = mailbox.Maildir(self.path, factory=None, create=True)
@@ -48,3 +49,16 @@ class Outbox:
 
     def close(self) -> None:
         self.box.close()
+
+
+def _folder(config: Config) -> Path:
+    """Always ready: the folder is made on the first send (`outbox:` in newsletter.yaml)."""
+    return config.outbox_dir
+
+
+PROVIDER = ProviderSpec(
+    name="outbox",
+    ready=_folder,
+    open=lambda campaign, path, sandbox: Outbox(campaign, path),
+    local=True,
+)

@@ -1,41 +1,112 @@
-"""SendGrid's v3 mail send, through the `sendgrid` library, up to 1000 recipients a request.
+"""SendGrid's v3 mail send, up to 1000 recipients a request, over the stdlib's urllib.
 
 The issue's HTML and text go once per request; each recipient is a personalization with
 its slots as substitutions (HTML-escaped values for the HTML part's slots, raw ones for
-the text part's) and its own List-Unsubscribe header. `build_payload` is pure; `send`
-is the single network call.
+the text part's) and its own List-Unsubscribe header. `PayloadBuilder` is pure; `send`
+is the network call.
+
+What SendGrid would lose or refuse is settled here: a recipient name with `,` or `;` goes
+quoted (bare, SendGrid answers 202 and then drops the mail: sendgrid/docs#2005); a domain
+goes in its xn-- form; an address with a non-ASCII local part is refused up front
+(`refusal`), and one that a 400 names (`personalizations.N`) is set aside as rejected while
+the rest of the batch is sent again. The API key goes to the API host only: a redirect is
+never followed (urllib's would re-send the Authorization header to wherever it points).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import http.client
 import json
-import logging
 import re
 import time
 import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import Message
 from typing import TYPE_CHECKING, Any
 
-from newsletter.config import redact, secrets, sendgrid_account
-from newsletter.content.personalise import escape, html_values, slot_values
+from pydantic import BaseModel, ConfigDict, Field
+
+from newsletter import __version__
+from newsletter.config import env_secret, is_loopback, redact
+from newsletter.content.issue import Line
+from newsletter.content.personalise import Part, escape, slot_values
 from newsletter.delivery.message import list_unsubscribe
-from newsletter.delivery.providers import Sent
+from newsletter.delivery.providers.base import CampaignView, ProviderSpec, Sent, section
 from newsletter.errors import (
+    ConfigError,
     PermanentProviderError,
     TransientProviderError,
     UnknownOutcomeError,
 )
+from newsletter.lists.addresses import ascii_domain, needs_smtputf8
 
 if TYPE_CHECKING:
-    from newsletter.delivery.campaign import Campaign
+    from newsletter.config import Config
     from newsletter.delivery.message import Recipient
 
+
+class SendGridSettings(BaseModel):
+    """`sendgrid:` in newsletter.yaml; the API key comes from SENDGRID_API_KEY only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    category: Line = "newsletter"
+    asm_group_id: int | None = None
+    batch_size: int = Field(default=1000, ge=1, le=1000)
+    #: Requests out at once: the API takes 100-300 ms to answer each one.
+    concurrent_requests: int = Field(default=4, ge=1, le=16)
+
+
+DEFAULT_SENDGRID_HOST = "https://api.sendgrid.com"
+
+
+@dataclass(frozen=True)
+class SendGridAccount:
+    api_key: str = dataclasses.field(repr=False)
+    host: str
+    settings: SendGridSettings
+
+
+def sendgrid_account(config: Config) -> SendGridAccount:
+    key = env_secret(config.env, "SENDGRID_API_KEY")
+    if not key:
+        raise ConfigError(
+            "SENDGRID_API_KEY is not set; create a key with the Mail Send permission in "
+            "SendGrid (Settings > API Keys) and export it, or use --provider outbox"
+        )
+    host = config.env.get("SENDGRID_API_HOST", "").strip() or DEFAULT_SENDGRID_HOST
+    if not host.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"SENDGRID_API_HOST is {host!r}; give a URL such as {DEFAULT_SENDGRID_HOST}"
+        )
+    if host.startswith("http://") and not is_loopback(urllib.parse.urlsplit(host).hostname):
+        raise ConfigError(
+            f"SENDGRID_API_HOST is {host!r}: plain http:// would send the API key unencrypted; "
+            f"use an https:// URL such as {DEFAULT_SENDGRID_HOST} (http:// is only for a test "
+            "server on this machine)"
+        )
+    settings = section(config, "sendgrid", SendGridSettings)
+    return SendGridAccount(api_key=key, host=host.rstrip("/"), settings=settings)
+
+
+PROVIDER = ProviderSpec(
+    name="sendgrid",
+    ready=sendgrid_account,
+    open=lambda campaign, account, sandbox: SendGridProvider(campaign, account, sandbox=sandbox),
+    settings=SendGridSettings,
+    secret_names=("SENDGRID_API_KEY",),
+    batch_size=lambda config: section(config, "sendgrid", SendGridSettings).batch_size,
+    sandbox=True,
+    refusal=lambda address: refusal(address),
+)
+
 TIMEOUT = 60.0
-#: python_http_client's logger: it writes request headers (the API key) and bodies at DEBUG.
-_CLIENT_LOGGER = "python_http_client.client"
-_JSON_UTF8 = {"Content-Type": "application/json; charset=utf-8"}
+SEND_PATH = "/v3/mail/send"
 _FIX = {
     400: "fix the request as SendGrid says",
     401: "the API key is wrong or revoked: check SENDGRID_API_KEY",
@@ -45,18 +116,48 @@ _FIX = {
 }
 
 
+#: What RFC 5322 quotes in a display name; SendGrid's support names `(),:;<>@[]` as names
+#: it mangles, and its docs `.`, `,` and `;`.
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
+_ESCAPES = re.compile(r'[\\"]')
+
+
+def safe_name(name: str) -> str:
+    """A recipient's name as SendGrid must get it: quoted, as RFC 5322 quotes a display name,
+    if it holds a special. SendGrid puts `to.name` into the To header as it is, so
+    "Johnson, Katherine" there is two addresses and the mail is dropped after a 202."""
+    if not _SPECIALS.search(name):
+        return name
+    return '"' + _ESCAPES.sub(r"\\\g<0>", name) + '"'
+
+
+def refusal(address: str) -> str | None:
+    """Why SendGrid cannot take an address, known before sending; None if it can."""
+    if needs_smtputf8(address):
+        return (
+            "SendGrid takes no address with non-ASCII characters before the @ "
+            "(it has no SMTPUTF8); mail this reader another way"
+        )
+    return None
+
+
 class PayloadBuilder:
     """The parts of every request that are the same, built once per campaign."""
 
-    def __init__(self, campaign: Campaign, *, sandbox: bool = False) -> None:
-        c, h, r = campaign.config, campaign.headers, campaign.rendered
+    def __init__(
+        self, campaign: CampaignView, settings: SendGridSettings, *, sandbox: bool = False
+    ) -> None:
+        h, r = campaign.headers, campaign.rendered
         self.campaign = campaign
         self.slots = r.slots
         self.tokens = [
-            (r.slots.token(s.field, s.fallback, "h"), r.slots.token(s.field, s.fallback, "t"))
+            (
+                r.slots.token(s.field, s.fallback, Part.HTML),
+                r.slots.token(s.field, s.fallback, Part.TEXT),
+            )
             for s in r.slots.slots
         ]
-        sender: dict[str, str] = {"email": h.from_email}
+        sender: dict[str, str] = {"email": ascii_domain(h.from_email)}
         if h.from_name:
             sender["name"] = h.from_name
         base: dict[str, Any] = {
@@ -67,49 +168,19 @@ class PayloadBuilder:
                 {"type": "text/html", "value": r.html},
             ],
             "headers": {"List-Id": f"{h.list_name} <{h.list_id}>"},
-            "categories": [c.settings.sendgrid.category],
-            "custom_args": {"issue": campaign.issue.id, "list": h.list_id},
+            "categories": [settings.category],
+            "custom_args": {"issue": campaign.issue_id, "list": h.list_id},
         }
         if h.reply_to:
-            base["reply_to"] = {"email": h.reply_to}
-        if c.settings.sendgrid.asm_group_id is not None:
-            base["asm"] = {"group_id": c.settings.sendgrid.asm_group_id}
+            base["reply_to"] = {"email": ascii_domain(h.reply_to)}
+        if settings.asm_group_id is not None:
+            base["asm"] = {"group_id": settings.asm_group_id}
         if sandbox:
             base["mail_settings"] = {"sandbox_mode": {"enable": True}}
         self.base = base
         self.unsubscribe_mailto = h.unsubscribe_mailto
         self._json_tokens = [(_json(h_), _json(t_)) for h_, t_ in self.tokens]
         self._frame: tuple[str, str] | None = None
-
-    def personalization(self, recipient: Recipient) -> dict[str, Any]:
-        raw = slot_values(self.slots, recipient.fields)
-        escaped = html_values(raw)
-        substitutions = {}
-        for (html_token, text_token), value, safe in zip(self.tokens, raw, escaped, strict=True):
-            substitutions[html_token] = safe
-            substitutions[text_token] = value
-        to = {"email": recipient.email}
-        if recipient.name:
-            to["name"] = recipient.name
-        item: dict[str, Any] = {"to": [to], "substitutions": substitutions}
-        unsubscribe = list_unsubscribe(
-            recipient.unsubscribe_url,
-            self.unsubscribe_mailto,
-            recipient.fields.get("token", ""),
-            fold=False,
-        )
-        if unsubscribe:
-            headers = {"List-Unsubscribe": unsubscribe}
-            if "<https://" in unsubscribe:
-                headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-            item["headers"] = headers
-        return item
-
-    def payload(self, batch: Sequence[Recipient]) -> dict[str, Any]:
-        """The request as a dict: the reference that `body` must equal once parsed."""
-        payload = dict(self.base)
-        payload["personalizations"] = [self.personalization(r) for r in batch]
-        return payload
 
     def body(self, batch: Sequence[Recipient]) -> str:
         """The request as JSON text, the shared part encoded once per campaign.
@@ -138,10 +209,11 @@ class PayloadBuilder:
                 self._json_tokens, slot_values(self.slots, fields), strict=True
             )
         )
+        address = _json(ascii_domain(recipient.email))
         if recipient.name:
-            to = f'{{"email":{_json(recipient.email)},"name":{_json(recipient.name)}}}'
+            to = f'{{"email":{address},"name":{_json(safe_name(recipient.name))}}}'
         else:
-            to = f'{{"email":{_json(recipient.email)}}}'
+            to = f'{{"email":{address}}}'
         unsubscribe = list_unsubscribe(
             recipient.unsubscribe_url, self.unsubscribe_mailto, fields.get("token", ""), fold=False
         )
@@ -159,37 +231,6 @@ class PayloadBuilder:
 #: The C string encoder `json.dumps` uses: ASCII-only JSON, so the body is the same bytes
 #: whatever the transport's charset.
 _json = json.encoder.encode_basestring_ascii
-
-
-class _Body:
-    """A JSON body as python_http_client takes it: it sends `body.encode("utf-8")` as is.
-
-    The library also formats what it sends into a debug message on every request, whether
-    or not debug logging is on. For 1,000 recipients the repr of the bytes took half as long
-    as building the body, and had debug logging been on it would have written every address
-    in the batch to the log. A memoryview of them formats as its address, and is sent
-    without a copy.
-    """
-
-    __slots__ = ("data",)
-
-    def __init__(self, text: str) -> None:
-        self.data = text.encode("ascii")
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> memoryview:
-        return memoryview(self.data)
-
-
-class _Redact(logging.Filter):
-    """Scrub our secrets from the client library's debug log (it logs the API key header)."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage(), self.secrets), ()
-        return True
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -215,60 +256,122 @@ def _retry_after(headers: Any) -> float | None:
 _PERSONALIZATION = re.compile(r"personalizations[.\[](\d+)")
 
 
-def _errors(body: bytes | str | None, batch: Sequence[Recipient] = ()) -> str:
+def _problems(text: str) -> list[tuple[str, str]] | None:
+    """SendGrid's `errors[]` as (field, message) pairs; None if the body is not its JSON."""
+    try:
+        errors = json.loads(text).get("errors")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(errors, list):
+        return None
+    return [
+        (str(e.get("field") or ""), str(e.get("message", "")))
+        for e in errors
+        if isinstance(e, dict)
+    ]
+
+
+def _errors(text: str, batch: Sequence[Recipient] = ()) -> str:
     """SendGrid's `errors[].message` (and field), shortened, or the raw body.
 
     A field in a personalization is named with its recipient's address as well, since
     "personalizations.417" means nothing to the editor who has to fix the list.
     """
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
-    try:
-        errors = json.loads(text).get("errors") or []
-        parts = []
-        for e in errors[:3]:
-            field = str(e.get("field") or "")
-            found = _PERSONALIZATION.match(field)
-            if found and int(found[1]) < len(batch):
-                field += f" ({batch[int(found[1])].email})"
-            parts.append((f"{field}: " if field else "") + str(e.get("message", "")))
-        return "; ".join(parts) or text[:300]
-    except (ValueError, AttributeError):
+    problems = _problems(text)
+    if problems is None:
         return " ".join(text.split())[:300]
+    parts = []
+    for field, message in problems[:3]:
+        found = _PERSONALIZATION.match(field)
+        if found and int(found[1]) < len(batch):
+            field += f" ({batch[int(found[1])].email})"
+        parts.append((f"{field}: " if field else "") + message)
+    return "; ".join(parts) or text[:300]
+
+
+def _refused_recipients(text: str, size: int) -> dict[int, str] | None:
+    """Personalization index -> SendGrid's reason, when every problem in a 400 is about one
+    personalization of the `size` sent: those recipients can be set aside and the rest
+    sent. None if any problem is about the request as a whole."""
+    problems = _problems(text)
+    if not problems:
+        return None
+    refused: dict[int, str] = {}
+    for field, message in problems:
+        found = _PERSONALIZATION.match(field)
+        if not found or int(found[1]) >= size:
+            return None
+        index = int(found[1])
+        refused[index] = (refused[index] + "; " if index in refused else "") + (
+            f"{field}: {message}"
+        )
+    return refused
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx comes back as an HTTPError: following it would send the key to another host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 class SendGridProvider:
     name = "sendgrid"
 
-    def __init__(self, campaign: Campaign, *, sandbox: bool = False) -> None:
-        from sendgrid import SendGridAPIClient  # only a send pays for importing it
-
-        account = sendgrid_account(campaign.config)
+    def __init__(
+        self, campaign: CampaignView, account: SendGridAccount, *, sandbox: bool = False
+    ) -> None:
         self.host = account.host
         self.sandbox = sandbox
-        self.batch_size = campaign.config.settings.sendgrid.batch_size
-        self.concurrency = campaign.config.settings.sendgrid.concurrent_requests
-        self.payloads = PayloadBuilder(campaign, sandbox=sandbox)
-        self._secrets = secrets(campaign.config)
-        self._client = SendGridAPIClient(api_key=account.api_key, host=account.host)
-        self._redact = _Redact(self._secrets)
-        logging.getLogger(_CLIENT_LOGGER).addFilter(self._redact)
+        self.batch_size = account.settings.batch_size
+        self.concurrency = account.settings.concurrent_requests
+        self.payloads = PayloadBuilder(campaign, account.settings, sandbox=sandbox)
+        self._secrets = campaign.secrets
+        self._url = account.host + SEND_PATH
+        self._headers = {
+            "Authorization": f"Bearer {account.api_key}",
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+            "User-Agent": f"newsletter/{__version__}",
+        }
+        self._opener = urllib.request.build_opener(_NoRedirect)
 
     def send(self, batch: Sequence[Recipient]) -> Sent:
-        from python_http_client.exceptions import HTTPError
+        """One request; if SendGrid refuses only some personalizations (a 400 naming them),
+        those recipients are rejected and the rest go again: a 400 accepted nothing."""
+        rejected: dict[str, str] = {}
+        remaining = list(batch)
+        while remaining:
+            try:
+                sent = self._post(remaining)
+            except _Refused as refused:
+                for index, reason in refused.recipients.items():
+                    rejected[remaining[index].key] = self._clean(f"SendGrid refused it: {reason}")
+                remaining = [r for i, r in enumerate(remaining) if i not in refused.recipients]
+                continue
+            return Sent(provider_id=sent, rejected=rejected)
+        return Sent(provider_id=None, rejected=rejected)
 
-        body = _Body(self.payloads.body(batch))
+    def _post(self, batch: Sequence[Recipient]) -> str | None:
+        """The request for `batch`: SendGrid's message id, or an error saying what became of it."""
+        request = urllib.request.Request(
+            self._url,
+            data=self.payloads.body(batch).encode("ascii"),
+            headers=self._headers,
+            method="POST",
+        )
         try:
-            # With a Content-Type other than the bare "application/json", python_http_client
-            # sends body.encode("utf-8") rather than json.dumps-ing the body again.
-            response = self._client.client.mail.send.post(
-                request_body=body, request_headers=_JSON_UTF8, timeout=TIMEOUT
-            )
-        except HTTPError as exc:
-            raise self._http_error(exc, batch) from None
+            with self._opener.open(request, timeout=TIMEOUT) as response:
+                response.read()
+                status, headers = response.status, response.headers
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise self._http_error(exc.code, exc.headers, exc.read(), batch) from None
         except urllib.error.URLError as exc:
             # urllib wraps errors while *sending* the request: SendGrid never got all of it
             raise TransientProviderError(
-                f"cannot reach SendGrid at {self.host}: {self._clean(exc.reason)}; nothing was sent"
+                f"cannot reach SendGrid at {self.host}: {self._clean(str(exc.reason))}; "
+                "nothing was sent"
             ) from None
         except (http.client.HTTPException, OSError) as exc:
             raise UnknownOutcomeError(
@@ -276,33 +379,49 @@ class SendGridProvider:
                 f"it answered ({type(exc).__name__}); these {len(batch)} recipients may or may "
                 "not get the issue"
             ) from None
-        status = response.status_code
         if status == 200 and self.sandbox:
-            return Sent(provider_id="sandbox")
+            return "sandbox"
         if status != 202:
             raise UnknownOutcomeError(f"SendGrid answered {status}, not 202, to a mail send")
-        headers = response.headers
-        return Sent(provider_id=headers.get("X-Message-Id") if headers else None)
+        return headers.get("X-Message-Id") if headers else None
 
     def _clean(self, value: object) -> str:
         return redact(str(value), self._secrets)
 
     def _http_error(
-        self, exc: Any, batch: Sequence[Recipient]
-    ) -> TransientProviderError | PermanentProviderError:
-        status = int(exc.status_code)
-        detail = self._clean(_errors(exc.body, batch))
+        self,
+        status: int,
+        headers: Message | None,
+        body: bytes,
+        batch: Sequence[Recipient],
+    ) -> Exception:
+        # scrubbed before anything cuts it short, so no piece of a secret survives a cut
+        text = self._clean(body.decode("utf-8", "replace"))
+        if 300 <= status < 400:
+            where = self._clean((headers.get("Location") if headers else None) or "elsewhere")
+            return PermanentProviderError(
+                f"SendGrid at {self.host} answered {status}, a redirect to {where}; it was not "
+                "followed, since that would send the API key there, and nothing was sent. "
+                "Set SENDGRID_API_HOST to the API's own https:// address (unset, it is "
+                "https://api.sendgrid.com)",
+                status=status,
+            )
+        if status == 400:
+            refused = _refused_recipients(text, len(batch))
+            if refused:
+                return _Refused(refused)
+        detail = _errors(text, batch)
         if status == 429:
             return TransientProviderError(
                 f"SendGrid is rate-limiting us (429): {detail}",
                 status=status,
-                retry_after=_retry_after(exc.headers),
+                retry_after=_retry_after(headers),
             )
         if status >= 500:
             return TransientProviderError(
                 f"SendGrid had a server error ({status}): {detail}",
                 status=status,
-                retry_after=_retry_after(exc.headers),
+                retry_after=_retry_after(headers),
             )
         fix = _FIX.get(status, "fix what it says before sending again")
         return PermanentProviderError(
@@ -310,5 +429,12 @@ class SendGridProvider:
         )
 
     def close(self) -> None:
-        """Each request opens its own connection; nothing stays open but the log filter."""
-        logging.getLogger(_CLIENT_LOGGER).removeFilter(self._redact)
+        """Each request opens its own connection: nothing stays open."""
+
+
+class _Refused(Exception):
+    """A 400 about some personalizations only: nothing was accepted; the rest may go again."""
+
+    def __init__(self, recipients: dict[int, str]) -> None:
+        self.recipients = recipients
+        super().__init__(f"{len(recipients)} recipients refused")

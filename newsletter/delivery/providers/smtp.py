@@ -12,19 +12,81 @@ import re
 import smtplib
 import ssl
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from newsletter.config import SMTPServer, redact, secrets, smtp_server
-from newsletter.delivery.providers import Sent
+from pydantic import BaseModel, ConfigDict, Field
+
+from newsletter.config import env_secret, redact
+from newsletter.content.issue import Line
+from newsletter.delivery.providers.base import CampaignView, ProviderSpec, Sent, section
 from newsletter.errors import (
+    ConfigError,
     PermanentProviderError,
     TransientProviderError,
     UnknownOutcomeError,
 )
 
 if TYPE_CHECKING:
-    from newsletter.delivery.campaign import Campaign
+    from newsletter.config import Config
     from newsletter.delivery.message import Recipient
+
+
+class SMTPSettings(BaseModel):
+    """`smtp:` in newsletter.yaml; the password comes from SMTP_PASSWORD only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: Line = "localhost"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    user: Line | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+
+_SMTP_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
+
+
+@dataclass(frozen=True)
+class SMTPServer:
+    """Where and how to reach the SMTP server, settled from config and environment."""
+
+    host: str
+    port: int
+    security: str
+    user: str | None
+    password: str | None = field(repr=False)
+    timeout: float
+
+
+def smtp_server(config: Config, host: str | None = None, port: int | None = None) -> SMTPServer:
+    """CLI flag > environment > `smtp:` in newsletter.yaml > defaults."""
+    env, s = config.env, section(config, "smtp", SMTPSettings)
+    security = env.get("SMTP_SECURITY") or s.security
+    if security not in _SMTP_PORTS:
+        raise ConfigError(f"SMTP_SECURITY is {security!r}; use starttls, ssl or none")
+    raw_port = port or env.get("SMTP_PORT") or s.port or _SMTP_PORTS[security]
+    try:
+        number = int(raw_port)
+    except ValueError:
+        raise ConfigError(f"SMTP_PORT is {raw_port!r}; it must be a port number") from None
+    return SMTPServer(
+        host=host or env.get("SMTP_HOST") or s.host,
+        port=number,
+        security=security,
+        user=env.get("SMTP_USER") or s.user,
+        password=env_secret(env, "SMTP_PASSWORD") or None,
+        timeout=s.timeout,
+    )
+
+
+PROVIDER = ProviderSpec(
+    name="smtp",
+    ready=smtp_server,
+    open=lambda campaign, server, sandbox: SMTPProvider(campaign, server),
+    settings=SMTPSettings,
+    secret_names=("SMTP_PASSWORD",),
+)
 
 #: Codes at RCPT that say this mailbox will never take mail: it goes on the suppression list.
 HARD_BOUNCE = frozenset({550, 551, 553})
@@ -48,11 +110,11 @@ class SMTPProvider:
     batch_size = 1
     concurrency = 1
 
-    def __init__(self, campaign: Campaign, server: SMTPServer | None = None) -> None:
-        self.server = server or smtp_server(campaign.config)
+    def __init__(self, campaign: CampaignView, server: SMTPServer) -> None:
+        self.server = server
         self.builder = campaign.builder
         self.sender = campaign.headers.from_email
-        self._secrets = secrets(campaign.config)
+        self._secrets = campaign.secrets
         self._conn: smtplib.SMTP | None = None
 
     @property

@@ -1,0 +1,102 @@
+"""What every provider is, and what it is given: the seam between the send and a provider.
+
+A provider module declares one `ProviderSpec` (its settings, its secrets, its readiness
+check, its batch size) and `providers/__init__.py` registers it by name. The send loop
+asks the spec, never the provider's name, so a new provider touches nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+    from newsletter.content.render import Rendered
+    from newsletter.delivery.message import Headers, MessageBuilder, Recipient
+
+A = TypeVar("A")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The provider took the batch: its id for it, and any recipient it refused for good."""
+
+    provider_id: str | None
+    rejected: Mapping[str, str] = field(default_factory=dict)  # key -> reason
+    #: Of the rejected keys, those whose mailbox will never take mail: they are suppressed.
+    hard_bounces: frozenset[str] = frozenset()
+
+
+class Provider(Protocol):
+    name: str
+    #: Recipients per request: SendGrid takes up to 1000; SMTP and the outbox one message each.
+    batch_size: int
+    #: Requests that may be out at once, each from its own thread: several for SendGrid (a
+    #: connection each); one for SMTP (one connection) and the outbox.
+    concurrency: int
+
+    def send(self, batch: Sequence[Recipient]) -> Sent: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    """What a provider sees of a campaign: the mail to send, and nothing of the list, the
+    ledger or the rest of the config (which a provider has no business reading)."""
+
+    issue_id: str
+    subject: str
+    headers: Headers
+    rendered: Rendered
+    #: The whole MIME message per recipient, for providers that take one (outbox, SMTP).
+    builder: MessageBuilder
+    #: Every secret this process knows, to scrub from any text a provider passes on.
+    secrets: list[str] = field(repr=False)
+
+
+#: Why a provider cannot take an address, or None if it can: asked of every row, before
+#: sending and in the dry run, so such a reader is skipped with the reason, not a batch lost.
+Refusal = Callable[[str], "str | None"]
+
+
+def _one_at_a_time(config: Config) -> int:
+    return 1
+
+
+@dataclass(frozen=True)
+class ProviderSpec(Generic[A]):
+    """A provider as the rest of the package knows it; `A` is what `ready` settles (an account,
+    a server, a folder) and `open` takes."""
+
+    name: str
+    #: Settles newsletter.yaml and the environment into what `open` needs, or raises a
+    #: ConfigError saying what to set: the readiness check a dry run reports.
+    ready: Callable[[Config], A]
+    #: The provider for one send: (what it sees of the campaign, what `ready` gave, sandbox).
+    open: Callable[[CampaignView, A, bool], Provider]
+    #: Its section of newsletter.yaml, under its name (`sendgrid:`), if it has one.
+    settings: type[BaseModel] | None = None
+    #: Environment variables holding its secrets: scrubbed from every message and report.
+    secret_names: tuple[str, ...] = ()
+    #: Recipients per request, from the config, for a dry run's count of batches.
+    batch_size: Callable[[Config], int] = _one_at_a_time
+    #: Writes files on this machine and mails no one: a local token secret will do.
+    local: bool = False
+    #: Has a mode that validates every request and delivers nothing (`--sandbox`).
+    sandbox: bool = False
+    #: Addresses it cannot take, known before connecting (SendGrid: a non-ASCII local part).
+    refusal: Refusal | None = None
+
+
+def section(config: Config, name: str, model: type[M]) -> M:
+    """The provider `name`'s own section of newsletter.yaml, as its settings model."""
+    value: Any = getattr(config.settings, name, None)
+    if not isinstance(value, model):
+        raise TypeError(f"newsletter.yaml was not read with the {name!r} provider registered")
+    return value
