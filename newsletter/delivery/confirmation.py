@@ -1,24 +1,21 @@
 """The double opt-in mail: one plain-text message with the confirmation link.
 
-It goes through the workspace's provider (the outbox, SMTP or SendGrid), but not through
+It goes through the workspace's provider (its `ProviderSpec.deliver_one`), but not through
 the issue pipeline: there is no issue to render, and the reader service must run without
-premailer. The SendGrid client is imported only when a SendGrid workspace sends one.
+premailer.
 """
 
 from __future__ import annotations
 
-import mailbox
 import smtplib
-import ssl
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
 
 import jinja2
 
 from newsletter.config import Config, redact, secrets
-from newsletter.delivery.providers.sendgrid import sendgrid_account
-from newsletter.delivery.providers.smtp import smtp_server
-from newsletter.errors import PermanentProviderError, ProviderError, TransientProviderError
+from newsletter.delivery.providers import PROVIDERS
+from newsletter.errors import ConfigError, ProviderError, TransientProviderError
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("newsletter", "templates"),
@@ -56,61 +53,16 @@ def confirmation_message(
 
 def send_confirmation(config: Config, message: EmailMessage) -> None:
     """Hand the message to the workspace's provider; ProviderError if it is not taken."""
-    provider = config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider
+    name = config.env.get("NEWSLETTER_PROVIDER") or config.settings.provider
+    spec = PROVIDERS.get(name)
+    if spec is None or spec.deliver_one is None:
+        raise ConfigError(f"provider {name!r} cannot send the confirmation mail")
+    known = secrets(config)
     try:
-        if provider == "smtp":
-            _smtp(config, message)
-        elif provider == "sendgrid":
-            _sendgrid(config, message)
-        else:
-            box = mailbox.Maildir(config.outbox_dir, factory=None, create=True)
-            try:
-                box.add(message)
-            finally:
-                box.close()
+        spec.deliver_one(spec.ready(config), message, known)
     except ProviderError:
         raise
     except (OSError, smtplib.SMTPException) as exc:
         raise TransientProviderError(
-            redact(f"the confirmation mail was not sent ({provider}): {exc}", secrets(config))
-        ) from None
-
-
-def _smtp(config: Config, message: EmailMessage) -> None:
-    s = smtp_server(config)
-    context = ssl.create_default_context()
-    conn: smtplib.SMTP
-    if s.security == "ssl":
-        conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
-    else:
-        conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
-    with conn:
-        if s.security == "starttls":
-            conn.starttls(context=context)
-        if s.user:
-            conn.login(s.user, s.password or "")
-        conn.send_message(message)
-
-
-def _sendgrid(config: Config, message: EmailMessage) -> None:
-    from python_http_client.exceptions import HTTPError
-    from sendgrid import SendGridAPIClient
-
-    account = sendgrid_account(config)
-    sender = config.settings.from_
-    body = {
-        "personalizations": [{"to": [{"email": str(message["To"])}]}],
-        "from": {"email": sender.email, "name": sender.name or config.settings.name},
-        "subject": str(message["Subject"]),
-        "content": [{"type": "text/plain", "value": message.get_content()}],
-        "tracking_settings": {"click_tracking": {"enable": False}},
-    }
-    try:
-        SendGridAPIClient(api_key=account.api_key, host=account.host).client.mail.send.post(
-            request_body=body
-        )
-    except HTTPError as exc:
-        raise PermanentProviderError(
-            f"SendGrid refused the confirmation mail (HTTP {exc.status_code})",
-            status=exc.status_code,
+            redact(f"the confirmation mail was not sent ({name}): {exc}", known)
         ) from None

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from email.message import EmailMessage
+
     from newsletter.config import Config
     from newsletter.content.render import Rendered
     from newsletter.delivery.message import Headers, MessageBuilder, Recipient
@@ -92,6 +94,9 @@ class ProviderSpec(Generic[A]):
     sandbox: bool = False
     #: Addresses it cannot take, known before connecting (SendGrid: a non-ASCII local part).
     refusal: Refusal | None = None
+    #: Send one finished message outside any campaign (the reader service's confirmation
+    #: mail): (account, message, secrets to scrub). None: this provider cannot.
+    deliver_one: Callable[[A, EmailMessage, list[str]], None] | None = None
 
 
 def section(config: Config, name: str, model: type[M]) -> M:
