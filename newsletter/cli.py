@@ -477,7 +477,12 @@ def send(
     issue: IssueArg,
     to: Annotated[
         Path | None,
-        typer.Option("--to", metavar="FILE", help="The subscriber list (CSV).", show_default=False),
+        typer.Option(
+            "--to",
+            metavar="FILE",
+            help="The subscriber list (CSV); without it, the audience.",
+            show_default=False,
+        ),
     ] = None,
     provider: Annotated[
         str | None,
@@ -554,8 +559,12 @@ def send(
         if test_to:
             print_report(send_test(config, issue, test_to, options), as_json, verbose)
             return
-        if to is None:
-            raise UsageError("give the subscriber list with --to LIST.csv (or --test-to ADDRESS)")
+        if to is None:  # the audience, as a list file the manifest can hash
+            from newsletter.lists.audience import audience_snapshot
+            from newsletter.storage.store import open_store
+
+            with open_store(config) as store:
+                to = audience_snapshot(store, config.build_dir, issue)
         if dry_run:
             checked = with_progress(
                 lambda progress: plan(config, issue, to, options, on_progress=progress),
@@ -723,21 +732,22 @@ def unsubscribe(
         ),
     ],
 ) -> None:
-    """Put the readers behind unsubscribe requests on the suppression list."""
+    """Put the readers behind unsubscribe requests (or plain addresses) on the suppression list."""
     with _errors():
         from newsletter.lists.unsubscribe import unsubscribe as suppress
+        from newsletter.storage.store import open_store
 
         config = _config(ctx)
         given = [
             line for r in requests for line in (sys.stdin.read().splitlines() if r == "-" else [r])
         ]
-        result = suppress(config, given, config.suppressions_path)
+        with open_store(config) as store:
+            result = suppress(config, given, store)
         out = console()
         for address in result.addresses:
             out.print(f"  {escape(address)}")
-        where = show_path(config.suppressions_path)
         out.print(
-            f"[green]{result.added} added[/green] to {escape(where)}"
+            f"[green]{result.added} added[/green] to the suppression list"
             + (f", {result.already} there already" if result.already else "")
         )
         if result.refused:
@@ -745,6 +755,149 @@ def unsubscribe(
             for text, reason in result.refused:
                 err.print(f"[red]error:[/red] {escape(text)}: {escape(reason)}")
             raise typer.Exit(int(ExitCode.ERROR))
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one.")] = 8080,
+) -> None:
+    """Run the reader service: one-click unsubscribe, signups, SendGrid's event webhook."""
+    with _errors():
+        from newsletter.web.reader import bind, bound_url, create_app, run
+
+        config = _config(ctx)
+        app_ = create_app(config)  # a missing secret is said before anything listens
+        sock = bind(host, port)
+        typer.echo(f"serving {config.settings.name} on {bound_url(sock)}", err=False)
+        sys.stdout.flush()
+        run(app_, sock)
+
+
+audience_app = typer.Typer(
+    help="The audience the reader service shares: list, add, remove, import and export.",
+    no_args_is_help=True,
+)
+app.add_typer(audience_app, name="audience")
+AddressArg = Annotated[str, typer.Argument(help="An email address.", show_default=False)]
+
+
+@audience_app.command("list")
+def audience_list(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="Only subscribed, pending, unsubscribed, bounced or complained."
+        ),
+    ] = None,
+) -> None:
+    """Print the audience as CSV, every column and the consent record."""
+    with _errors():
+        from newsletter.lists.audience import export_audience
+        from newsletter.storage.store import MEMBER_STATUSES, open_store
+
+        if status is not None and status not in MEMBER_STATUSES:
+            raise UsageError(f"--status {status!r}: choose one of {', '.join(MEMBER_STATUSES)}")
+        with open_store(_config(ctx)) as store:
+            export_audience(store, sys.stdout, status)
+
+
+@audience_app.command("add")
+def audience_add(
+    ctx: typer.Context,
+    address: AddressArg,
+    name: Annotated[str, typer.Option("--name", help="The reader's name.")] = "",
+) -> None:
+    """Add a subscriber by hand (consent: added by the editor, now)."""
+    with _errors():
+        from newsletter.lists.audience import add_by_hand
+        from newsletter.storage.store import open_store
+
+        with open_store(_config(ctx)) as store:
+            member = add_by_hand(store, address, name)
+        console().print(f"{escape(member.email)}: {member.status}")
+
+
+@audience_app.command("remove")
+def audience_remove(ctx: typer.Context, address: AddressArg) -> None:
+    """Unsubscribe an address: it is suppressed, so no send mails it again."""
+    with _errors():
+        from newsletter.lists.audience import remove_by_hand
+        from newsletter.storage.store import open_store
+
+        with open_store(_config(ctx)) as store:
+            added = remove_by_hand(store, address)
+        console().print(
+            f"{escape(address)}: " + ("unsubscribed" if added else "already suppressed")
+        )
+
+
+@audience_app.command("resubscribe")
+def audience_resubscribe(ctx: typer.Context, address: AddressArg) -> None:
+    """Lift an address's suppression (after the reader asked again) and mark it subscribed."""
+    with _errors():
+        from newsletter.lists.audience import resubscribe_by_hand
+        from newsletter.storage.store import open_store
+
+        with open_store(_config(ctx)) as store:
+            changed = resubscribe_by_hand(store, address)
+        console().print(f"{escape(address)}: " + ("subscribed" if changed else "nothing to change"))
+
+
+@audience_app.command("import")
+def audience_import(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A CSV file with an email column.")],
+    suppressions: Annotated[
+        bool, typer.Option("--suppressions", help="The file is a suppression list.")
+    ] = False,
+) -> None:
+    """Import subscribers (or, with --suppressions, addresses never to mail) from CSV."""
+    with _errors():
+        from newsletter.lists.audience import import_audience
+        from newsletter.storage.csvfiles import import_suppressions_csv
+        from newsletter.storage.store import open_store
+
+        out = console()
+        with open_store(_config(ctx)) as store:
+            if suppressions:
+                added = import_suppressions_csv(store, path)
+                out.print(f"{added} added to the suppression list")
+                return
+            result = import_audience(store, path)
+        out.print(f"{result.added} added, {result.updated} updated")
+        if result.kept_out:
+            out.print(f"{len(result.kept_out)} suppressed, so not subscribed: ", end="")
+            out.print(escape(", ".join(result.kept_out)))
+        for line, address, why in result.skipped:
+            console(stderr=True).print(
+                f"[yellow]skipped:[/yellow] {escape(str(path))}:{line}: {escape(address)}: "
+                f"{escape(why)}"
+            )
+
+
+@audience_app.command("export")
+def audience_export(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="The CSV file to write.")],
+    suppressions: Annotated[
+        bool, typer.Option("--suppressions", help="Export the suppression list instead.")
+    ] = False,
+) -> None:
+    """Write the audience (or the suppression list) to CSV; `import` reads it back unchanged."""
+    with _errors():
+        from newsletter.lists.audience import export_audience
+        from newsletter.storage.csvfiles import export_suppressions_csv
+        from newsletter.storage.store import open_store
+
+        with open_store(_config(ctx)) as store:
+            if suppressions:
+                n = export_suppressions_csv(store, path)
+            else:
+                n = export_audience(store, path)
+        console().print(f"wrote {n} rows to {escape(show_path(path))}", markup=False)
 
 
 @app.command()

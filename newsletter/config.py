@@ -88,6 +88,22 @@ class Unsubscribe(_Model):
     mailto: Address | None = None
 
 
+def _service_url(value: str) -> str:
+    host = value.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    if not value.startswith("https://") and host not in ("127.0.0.1", "localhost"):
+        raise ValueError(
+            "must be an https:// URL (mail clients require it for one-click unsubscribe); "
+            "http:// only for 127.0.0.1 or localhost"
+        )
+    return value.rstrip("/")
+
+
+class Service(_Model):
+    """The reader service (`newsletter serve`): where readers reach it, behind the proxy."""
+
+    url: Annotated[Url, AfterValidator(_service_url)] | None = None
+
+
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 #: Monday first, as `date.weekday()` counts.
 WEEKDAYS: tuple[Weekday, ...] = get_args(Weekday)
@@ -136,6 +152,7 @@ class Settings(_Model):
     outbox: str = "outbox"
     state_dir: str = ".newsletter"
     schedule: Schedule = Schedule()
+    service: Service = Service()
     #: RSS or Atom feeds the editor follows: `newsletter add --from-feeds` reads them.
     sources: Annotated[list[Url], BeforeValidator(lambda v: [] if v is None else v)] = []
     bounces: BounceSettings = BounceSettings()
@@ -196,9 +213,17 @@ class Config:
         s = self.settings
         if s.unsubscribe.url:
             return s.unsubscribe.url
+        if s.service.url:
+            return s.service.url + "/unsubscribe"
         if s.web_base_url and s.web_base_url.startswith("https://"):
             return s.web_base_url.rstrip("/") + "/unsubscribe"
         return None
+
+    @cached_property
+    def subscribe_url(self) -> str | None:
+        """The reader service's signup page, for the archive and "Forwarded this?" lines."""
+        url = self.settings.service.url
+        return url + "/subscribe" if url else None
 
     @cached_property
     def unsubscribe_mailto(self) -> str:

@@ -98,6 +98,9 @@ def print_status(found: IssueStatus) -> None:
                 f"  {found.recipients[state]} {state}: {advice} (list: --show {state})",
                 markup=False,
             )
+    if found.suppressed:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(found.suppressed.items()))
+        out.print(f"Suppressed since, because of this issue: {kinds}", markup=False)
     if found.after_send is not None:
         print_after_send(found.after_send)
 

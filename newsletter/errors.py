@@ -18,6 +18,7 @@
     ├── NothingSent                 a send that mailed nobody; carries its Report (exit 4)
     ├── NoSendError                 `status` of an issue the ledger never saw    (exit 1)
     ├── WouldOverwrite              `init`/`new` found a file where it would write (exit 1)
+    ├── RequestRefused              the reader service refuses a request (an HTTP 4xx/5xx)
     └── ProviderError               the provider refused or failed               (exit 3)
         ├── PermanentProviderError  fix something before sending again (400/401/403/413)
         ├── TransientProviderError  worth retrying: 429, 5xx, refused connections
@@ -182,6 +183,15 @@ class RateLimitReached(ProviderError):
 
 class UnknownOutcomeError(ProviderError):
     """The request was sent but no answer came: it may or may not have been delivered."""
+
+
+class RequestRefused(NewsletterError):
+    """`newsletter serve` refuses a request: the HTTP status and a sentence for the reader."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
 
 
 class SendStopped(ProviderError):

@@ -317,6 +317,10 @@ state_dir: .newsletter
 schedule:
   weekday: friday                     # monday ... sunday
 
+# The reader service (`newsletter serve`: unsubscribe page, signups, SendGrid's webhook).
+service:
+  url:                                # its public https address; empty: no service
+
 # The feeds you follow, RSS or Atom: `newsletter add --from-feeds` adds their entries
 # since the last sent issue to the next issue. Uncomment and put your own:
 sources:

@@ -35,6 +35,7 @@ from newsletter.errors import ConfigError, SendStopped, TokenError
 from newsletter.lists import tokens
 from newsletter.lists.tokens import LOCAL_SECRET, Signer
 from newsletter.storage.ledger import Ledger
+from newsletter.storage.store import open_store
 from tests.sending import ISSUE_ID, readers, workspace
 from tests.servers.sendgrid import SendGridServer, status
 from tests.servers.smtp import SMTPServer, drop, reply
@@ -587,7 +588,9 @@ def test_a_smtp_refusal_that_echoes_secrets_leaks_nothing_into_ledger_or_suppres
             SendOptions(provider="smtp"),
         )
     assert (report.sent, report.rejected) == (2, 1)
-    assert "reader00001@example.com,550 5.1.1 no such user" in (ws / "suppressions.csv").read_text()
+    with open_store(load_config(ws / "newsletter.yaml", env=env)) as store:
+        suppressed = store.suppression("reader00001@example.com")
+    assert suppressed is not None and suppressed.reason.startswith("550 5.1.1 no such user")
     assert_no_secret(root=ws)
 
 

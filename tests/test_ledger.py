@@ -16,14 +16,9 @@ from pathlib import Path
 import pytest
 
 import newsletter
+from newsletter.delivery.manifest import sha256_file, sha256_tree
 from newsletter.errors import LedgerError
-from newsletter.storage.ledger import (
-    SCHEMA_VERSION,
-    Ledger,
-    Manifest,
-    sha256_file,
-    sha256_tree,
-)
+from newsletter.storage.ledger import SCHEMA_VERSION, Ledger, Manifest
 from newsletter.storage.lock import send_lock
 
 ISSUE = "2025-08-01-north-korea"

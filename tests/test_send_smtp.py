@@ -12,6 +12,7 @@ from newsletter.cli import app
 from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.errors import SendStopped
 from newsletter.storage.ledger import Ledger
+from newsletter.storage.store import open_store
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.servers.smtp import SMTPServer, drop, reply
 from tests.workspace import SAMPLE
@@ -116,9 +117,14 @@ def test_a_refused_address_is_reported_and_suppressed(
     report = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp"))
     assert (report.sent, report.rejected) == (3, 1)
     assert "reader00002@example.com" not in received(smtp_server)
-    suppressions = (ws / "suppressions.csv").read_text().splitlines()
-    assert suppressions[0] == "email,reason,added_at"
-    assert suppressions[1].startswith("reader00002@example.com,550 ")
+    with open_store(cfg) as store:
+        [suppressed] = store.suppressions()
+    assert (suppressed.email, suppressed.kind, suppressed.issue) == (
+        "reader00002@example.com",
+        "bounce",
+        "2025-08-01-north-korea",
+    )
+    assert suppressed.reason.startswith("550 ")
     again = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp"))
     assert again.sent == 0 and again.skipped["suppressed"] == 1
 

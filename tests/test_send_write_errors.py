@@ -20,7 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.cli import app
+from newsletter.config import load_config
 from newsletter.storage.ledger import Ledger
+from newsletter.storage.store import open_store
 from tests.sending import ISSUE_ID, SECRET, readers, workspace
 from tests.servers.sendgrid import SendGridServer, status
 from tests.servers.smtp import SMTPServer
@@ -115,20 +117,19 @@ def test_a_hard_bounce_that_cannot_be_suppressed_is_kept_and_applied_next_time(
     }.items():
         monkeypatch.setenv(name, value)
     (ws / "list.csv").write_text(readers(3), encoding="utf-8")
-    suppressions = ws / "suppressions.csv"
-    suppressions.write_text("email,reason,added_at\n", encoding="utf-8")
+    assert runner.invoke(app, ["audience", "list"]).exit_code == 0  # creates the store
+    store_file = ws / ".newsletter" / "audience.sqlite"
     smtp_server.reject("reader00001@example.com", 550)
     args = ["send", SAMPLE, "--to", "list.csv", "--yes", "-p", "smtp"]
 
-    with unwritable(suppressions):
+    with unwritable(store_file):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         said = " ".join(result.output.split())
-        assert "could not add 1 hard-bounced address(es) to" in said
+        assert "could not add 1 hard-bounced address(es) to the suppressions" in said
         assert "the ledger keeps them" in said
-        assert "reader00001" not in suppressions.read_text()
 
-        # another issue, the file still unwritable: the bounced reader is not mailed
+        # another issue, the store still unwritable: the bounced reader is not mailed
         shutil.copy(ws / SAMPLE, ws / "issues" / "2025-08-08-next.yaml")
         other = ws / "issues" / "2025-08-08-next.yaml"
         other.write_text(other.read_text().replace("date: 2025-08-01", "date: 2025-08-08"))
@@ -146,4 +147,5 @@ def test_a_hard_bounce_that_cannot_be_suppressed_is_kept_and_applied_next_time(
     again = runner.invoke(app, [*args, "--dry-run"])  # writable again: nothing to refuse
     assert again.exit_code == 0
     assert runner.invoke(app, args).exit_code == 0  # already sent to everyone: applies it
-    assert "reader00001@example.com" in suppressions.read_text()
+    with open_store(load_config(ws / "newsletter.yaml")) as store:
+        assert [s.email for s in store.suppressions()] == ["reader00001@example.com"]

@@ -10,6 +10,7 @@ from newsletter.config import load_config
 from newsletter.delivery.send import Report, SendOptions, SendStopped, send_issue
 from newsletter.errors import ConfigError
 from newsletter.storage.ledger import Ledger
+from newsletter.storage.store import open_store
 from tests.sending import ISSUE_ID, config, workspace
 from tests.servers.smtp_pipelining import DROP, PipeliningServer
 from tests.workspace import SAMPLE
@@ -102,9 +103,10 @@ def test_a_refused_address_in_a_pipelined_group_is_suppressed(tmp_path: Path) ->
         report = send(ws, server)
     assert (report.sent, report.rejected) == (4, 1)
     assert "reader00002@example.com" not in server.recipients()
-    assert "reader00002@example.com,550 5.1.1 no such user" in (ws / "suppressions.csv").read_text(
-        encoding="utf-8"
-    )
+    with open_store(config(ws, {})) as store:
+        [suppressed] = store.suppressions()
+    assert (suppressed.email, suppressed.kind) == ("reader00002@example.com", "bounce")
+    assert "550 5.1.1 no such user" in suppressed.reason
     assert counts(ws) == {"sent": 4, "rejected": 1}
 
 

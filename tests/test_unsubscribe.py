@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import email
 import email.policy
 import urllib.parse
@@ -12,8 +11,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from newsletter.cli import app
+from newsletter.config import load_config
 from newsletter.lists.tokens import Signer
 from newsletter.lists.unsubscribe import token_in
+from newsletter.storage.store import open_store
 from tests.sending import SECRET, workspace
 from tests.workspace import SAMPLE
 
@@ -33,8 +34,8 @@ def cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None)
 
 
 def suppressed(ws: Path) -> dict[str, str]:
-    with (ws / "suppressions.csv").open(encoding="utf-8", newline="") as fh:
-        return {row["email"]: row["reason"] for row in csv.DictReader(fh)}
+    with open_store(load_config(ws / "newsletter.yaml")) as store:
+        return {s.email: s.reason for s in store.suppressions()}
 
 
 def unsubscribe_header(ws: Path, address: str) -> str:
@@ -56,13 +57,13 @@ def test_links_subjects_and_tokens_from_sent_mail_suppress_their_readers(ws: Pat
 
     result = cli("unsubscribe", link, f"Re: {subject}", token, token)
     assert result.exit_code == 0, result.output
-    assert "3 added to suppressions.csv" in result.output
+    assert "3 added to the suppression list" in result.output
     expected = {f"reader0000{i}@example.com": "unsubscribe request" for i in (1, 2, 3)}
     assert suppressed(ws) == expected
 
     again = cli("unsubscribe", link)
     assert again.exit_code == 0
-    assert "0 added to suppressions.csv, 1 there already" in again.output
+    assert "0 added to the suppression list, 1 there already" in again.output
     assert suppressed(ws) == expected
 
     plan = cli("send", SAMPLE, "--to", "list.csv", "--dry-run", "--json")

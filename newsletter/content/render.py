@@ -129,6 +129,7 @@ def _context(issue: Issue, config: Config, slots: Slots, part: Part) -> dict[str
             "from_name": s.from_.name or s.name,
             "language": language.tag,
             "direction": language.direction,
+            "subscribe_url": config.subscribe_url,
         },
         "words": language.words,
         "view_url": config.issue_url(issue.id),

@@ -30,6 +30,7 @@ from newsletter.content.render import PACKAGE_TEMPLATES
 from newsletter.delivery.batches import BatchSender, Retries
 from newsletter.delivery.campaign import Campaign, prepare
 from newsletter.delivery.guards import content_findings, sent_under_another_id
+from newsletter.delivery.manifest import sha256_file, sha256_tree
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
 from newsletter.delivery.providers import PROVIDERS, Provider, address_refusal, open_provider
@@ -53,18 +54,17 @@ from newsletter.lists.subscribers import (
     Skipped,
     Subscriber,
     SubscriberStream,
-    append_suppressions,
     read_subscribers,
 )
 from newsletter.lists.tokens import SECRET_ENV
-from newsletter.storage.ledger import (
-    Ledger,
-    Manifest,
-    is_rehearsal,
-    sha256_file,
-    sha256_tree,
+from newsletter.storage.ledger import Ledger, Manifest, is_rehearsal
+from newsletter.storage.store import (
+    Store,
+    Suppression,
+    existing_ledger,
+    open_existing_store,
+    open_store,
 )
-from newsletter.storage.lock import send_lock
 
 __all__ = [
     "Report",
@@ -267,7 +267,7 @@ def _classify(
 ) -> Iterator[Recipient]:
     """Subscribers who still need this issue, as recipients; everything else is counted.
 
-    `bounced`: keys of hard bounces the ledger holds but suppressions.csv does not have
+    `bounced`: keys of hard bounces the ledger holds but the store's suppressions do not have
     yet (it could not be written): refused before, so never mailed again.
     """
     issue = campaign.issue.id
@@ -304,12 +304,17 @@ def _classify(
 
 
 def _open_list(
-    path: Path, config: Config, options: SendOptions, campaign: Campaign
+    path: Path,
+    config: Config,
+    options: SendOptions,
+    campaign: Campaign,
+    suppressed: Iterable[str] = (),
 ) -> SubscriberStream:
     stream = read_subscribers(
         path,
         tags=options.tags,
         suppressions=suppressions_path(config, options),
+        suppressed=suppressed,
         refuse=address_refusal(options.provider),
     )
     missing = campaign.missing_fields(stream.columns)
@@ -379,9 +384,7 @@ def _findings(
 
 def _bounced(ledger: Ledger | None) -> frozenset[str]:
     return (
-        frozenset(key for key, _email, _reason in ledger.unsuppressed_bounces())
-        if ledger
-        else frozenset()
+        frozenset(key for key, *_rest in ledger.unsuppressed_bounces()) if ledger else frozenset()
     )
 
 
@@ -408,14 +411,21 @@ def dry_run(
     )
     report.warnings = _readiness(config, options.provider)
     out = out or config.build_dir / "preview" / campaign.issue.id
-    ledger = Ledger(config.ledger_path) if config.ledger_path.exists() else None
+    ledger = existing_ledger(config)
     try:
         version = _content_hashes(config, issue_path, options) if ledger else None
         _findings(report, ledger, campaign, version, options)
         bounced = _bounced(ledger)
+        # Read only: a dry run creates no store, and one that exists may hold suppressions.
+        store = open_existing_store(config)
+        try:
+            suppressed = list(store.suppressed_addresses()) if store else []
+        finally:
+            if store:
+                store.close()
         skip_log = _SkipLog(config.build_dir / f"{campaign.issue.id}-skipped.csv")
         try:
-            with _open_list(list_path, config, options, campaign) as stream:
+            with _open_list(list_path, config, options, campaign, suppressed) as stream:
                 shown: list[Recipient] = []
                 total = estimate_rows(list_path) if on_progress else None
                 on_rows = (lambda rows: on_progress(rows, total)) if on_progress else None
@@ -490,21 +500,28 @@ class _Cleanup:
                 self.later.append(exc)
 
 
-def _apply_bounces(ledger: Ledger, path: Path, report: Report) -> None:
-    """Put hard bounces the ledger holds on the suppression list; say so if it cannot."""
+def _apply_bounces(ledger: Ledger, store: Store, report: Report) -> None:
+    """Put hard bounces the ledger holds in the store's suppressions; say so if it cannot.
+
+    The store is another file than the ledger (and may be another database), so its write
+    can fail where the ledger's did not: the ledger keeps the bounces until it succeeds.
+    """
     pending = ledger.unsuppressed_bounces()
     if not pending:
         return
     try:
-        append_suppressions(path, [(email, reason) for _key, email, reason in pending])
-    except OSError as exc:
+        store.suppress(
+            Suppression(email, reason, "bounce", "send", issue)
+            for _key, email, reason, issue in pending
+        )
+    except (OSError, NewsletterError) as exc:
         report.warnings.append(
-            f"could not add {len(pending)} hard-bounced address(es) to {path} "
-            f"({exc.strerror or exc}): the ledger keeps them, no send mails them, and the "
-            "next send adds them to the file"
+            f"could not add {len(pending)} hard-bounced address(es) to the suppressions "
+            f"({getattr(exc, 'strerror', None) or exc}): the ledger keeps them, no send mails "
+            "them, and the next send adds them"
         )
         return
-    ledger.bounces_suppressed([key for key, _email, _reason in pending])
+    ledger.bounces_suppressed([key for key, *_rest in pending])
 
 
 def send_issue(
@@ -566,16 +583,16 @@ def send_issue(
                 stop.exit_code,
             )
 
-    with send_lock(config.state_dir, issue), Ledger(config.ledger_path) as ledger:
+    with open_store(config) as store, store.send_lock(issue):
+        ledger = store.ledger()
         ledger.recover(issue)
-        stream = _open_list(list_path, config, options, campaign)
+        stream = _open_list(list_path, config, options, campaign, store.suppressed_addresses())
         try:
             manifest = _manifest(config, issue_path, list_path, options, campaign)
             version = (manifest.issue_sha256, manifest.templates_sha256)
             _findings(report, ledger, campaign, version, options)
             refuse(report)
-            suppressions = suppressions_path(config, options)
-            _apply_bounces(ledger, suppressions, report)
+            _apply_bounces(ledger, store, report)
             bounced = _bounced(ledger)
             skip_log = _SkipLog(config.build_dir / f"{issue}-skipped.csv")
         except BaseException:
@@ -665,7 +682,7 @@ def send_issue(
         if sender is not None and sender.hard_bounces:
             bounces = sender.hard_bounces
             cleanup.run(lambda: ledger.record_bounces(issue, bounces))
-            cleanup.run(lambda: _apply_bounces(ledger, suppressions, report))
+            cleanup.run(lambda: _apply_bounces(ledger, store, report))
         cleanup.run(ledger.checkpoint)
         for later in cleanup.later:
             report.warnings.append(

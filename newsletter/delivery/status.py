@@ -18,6 +18,7 @@ from newsletter.config import Config
 from newsletter.delivery.reputation import IssueFeedback, issue_feedback
 from newsletter.errors import NoSendError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
+from newsletter.storage.store import existing_ledger, open_existing_store
 
 #: The order a person reads the states in: delivered first, then what needs a decision.
 ORDER = ("sent", "unknown", "pending", "failed", "rejected")
@@ -32,6 +33,8 @@ class IssueStatus:
     #: The outbox's rehearsals, by status: mail no reader got, kept apart.
     rehearsal: Counter[str] = dataclasses.field(default_factory=Counter)
     after_send: IssueFeedback | None = None  # bounces, complaints, unsubscribes
+    #: Suppressions since, that its mail led to (bounces, complaints, unsubscribes), by kind.
+    suppressed: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +44,7 @@ class IssueStatus:
             "rehearsal": {s: self.rehearsal[s] for s in ORDER},
             "sends": [dataclasses.asdict(s) for s in self.sends],
             "after_send": self.after_send.to_json() if self.after_send else None,
+            "suppressed": self.suppressed,
         }
 
 
@@ -50,11 +54,12 @@ def issue_id(given: str) -> str:
 
 
 def _open(config: Config) -> Ledger:
-    if not config.ledger_path.is_file():
+    ledger = existing_ledger(config)
+    if ledger is None:
         raise NoSendError(
             f"no ledger at {config.ledger_path}: nothing has been sent from this workspace"
         )
-    return Ledger(config.ledger_path)
+    return ledger
 
 
 def _sends(ledger: Ledger, issue: str) -> list[SendRecord]:
@@ -77,7 +82,12 @@ def issue_status(config: Config, issue: str) -> IssueStatus:
             counts,
             ledger.counts(issue, rehearsal=True),
         )
-    return dataclasses.replace(found, after_send=issue_feedback(config, issue, counts["sent"]))
+    found = dataclasses.replace(found, after_send=issue_feedback(config, issue, counts["sent"]))
+    store = open_existing_store(config)
+    if store is not None:
+        with store:
+            found.suppressed.update(store.suppressions_by_issue(issue))
+    return found
 
 
 def backup_ledger(config: Config, dest: Path) -> None:

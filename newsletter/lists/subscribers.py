@@ -333,6 +333,7 @@ class SubscriberStream:
         *,
         tags: Collection[str] = (),
         suppressions: Path | None = None,
+        suppressed: Iterable[str] = (),
         refuse: Callable[[str], str | None] | None = None,
     ) -> None:
         self.path = path
@@ -365,6 +366,14 @@ class SubscriberStream:
             if suppressions is not None:
                 source = suppressions.name
                 self._load_suppressions(self._db, suppressions)
+            # The store's suppressions (line 0): whatever wrote them, a send honours them.
+            self._db.executemany(
+                _CLAIM,
+                (
+                    (*_digest(address_key(_suppressed_address(a))), 0, _SUPPRESSED)
+                    for a in suppressed
+                ),
+            )
         except BaseException:
             self.close()
             raise
@@ -449,7 +458,11 @@ class SubscriberStream:
                     if cursor.rowcount == 0:
                         first, claimed = db.execute(_CLAIMED_BY, (h1, h2)).fetchone()
                         if claimed == _SUPPRESSED:
-                            detail = f"on the suppression list ({source}, line {first})"
+                            detail = (
+                                f"on the suppression list ({source}, line {first})"
+                                if first
+                                else "on the suppression list (the audience store)"
+                            )
                             yield skip(line, raw, SkipReason.SUPPRESSED, detail)
                         elif claimed == _UNSUBSCRIBED:
                             detail = f"unsubscribed at line {first}"
@@ -539,15 +552,19 @@ def read_subscribers(
     *,
     tags: Collection[str] = (),
     suppressions: Path | None = None,
+    suppressed: Iterable[str] = (),
     refuse: Callable[[str], str | None] | None = None,
 ) -> SubscriberStream:
     """Open a subscriber list as a stream; whole-file problems raise here, before any row.
 
     `tags` keeps only subscribers with any of them; `suppressions` is a CSV file with an
-    `email` column (a missing file is an empty list); `refuse` says why the provider cannot
-    take a normalised address (the row is skipped with that reason), or None.
+    `email` column (a missing file is an empty list); `suppressed` are more addresses never
+    to mail (the store's); `refuse` says why the provider cannot take a normalised address
+    (the row is skipped with that reason), or None.
     """
-    return SubscriberStream(path, tags=tags, suppressions=suppressions, refuse=refuse)
+    return SubscriberStream(
+        path, tags=tags, suppressions=suppressions, suppressed=suppressed, refuse=refuse
+    )
 
 
 # --- the suppression list -------------------------------------------------------------------

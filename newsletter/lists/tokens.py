@@ -102,3 +102,57 @@ def signer_from_env(env: Mapping[str, str] | None, list_id: str, *, allow_local:
             )
         secret = LOCAL_SECRET
     return Signer(secret, list_id)
+
+
+# --- tokens for the reader service: each bound to one purpose -------------------------------
+
+#: What a `PurposeSigner` token may be for. Unsubscribe links keep the `Signer` tokens above,
+#: which mail already sent carries; their key differs from every key here.
+PURPOSES = ("confirm", "csrf")
+
+
+class PurposeSigner:
+    """Tokens for one purpose of one list, with an expiry: `<payload>.<mac>`, URL-safe.
+
+    The key is HMAC(secret, "<purpose>\\0<list id>") and the signed text starts with the
+    purpose and the expiry, so a confirm link is never a CSRF token or an unsubscribe link,
+    nor the other way round, and a changed expiry breaks the MAC.
+    """
+
+    def __init__(self, secret: str, list_id: str, purpose: str) -> None:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        if len(secret) < 16:
+            raise ConfigError(f"{SECRET_ENV} is too short; use at least 16 random characters")
+        self.purpose = purpose
+        self._key = hmac.new(secret.encode(), f"{purpose}\0{list_id}".encode(), hashlib.sha256)
+
+    def _mac(self, body: bytes) -> bytes:
+        mac = self._key.copy()
+        mac.update(body)
+        return mac.digest()[:_MAC_BYTES]
+
+    def token(self, payload: str, *, expires: int) -> str:
+        """A token for `payload`, valid until the Unix time `expires`."""
+        body = f"{self.purpose}\0{expires}\0{payload}".encode()
+        return f"{_b64(body)}.{_b64(self._mac(body))}"
+
+    def verify(self, token: str, *, now: float) -> str:
+        """The payload; `TokenError` if forged, truncated, for another purpose or expired."""
+        head, dot, tail = token.strip().partition(".")
+        try:
+            body = _unb64(head)
+            mac = _unb64(tail)
+        except (binascii.Error, ValueError):
+            raise TokenError(f"this {self.purpose} token is malformed") from None
+        if not dot or _b64(body) != head or _b64(mac) != tail:
+            raise TokenError(f"this {self.purpose} token is malformed")
+        if not hmac.compare_digest(mac, self._mac(body)):
+            raise ForeignTokenError(f"this {self.purpose} token is not valid for this list")
+        purpose, _, rest = body.partition(b"\0")
+        expires, _, payload = rest.partition(b"\0")
+        if purpose.decode() != self.purpose or not expires.isdigit():
+            raise ForeignTokenError(f"this token is not a {self.purpose} token")
+        if int(expires) < now:
+            raise TokenError(f"this {self.purpose} link has expired")
+        return payload.decode("utf-8")

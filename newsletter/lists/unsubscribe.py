@@ -19,13 +19,12 @@ import re
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from newsletter.config import Config
 from newsletter.errors import ConfigError, TokenError
 from newsletter.lists.addresses import address_key, validate_address
-from newsletter.lists.subscribers import append_suppressions
 from newsletter.lists.tokens import SECRET_ENV, Signer
+from newsletter.storage.store import Store, Suppression
 
 REASON = "unsubscribe request"
 
@@ -61,11 +60,18 @@ def token_in(text: str) -> str:
     return words[-1].strip("<>\"'()[],;") if words else ""
 
 
-def unsubscribe(config: Config, requests: Iterable[str], suppressions: Path) -> Unsubscribed:
-    """Check each request's token; add the addresses of the valid ones to `suppressions`.
+def _plain_address(request: str) -> str | None:
+    """The address itself, when the editor gives one: they need no token to unsubscribe it."""
+    text = request.strip()
+    if "@" not in text or "?" in text or " " in text:
+        return None
+    try:
+        return validate_address(text)
+    except ValueError:
+        return None
 
-    Tokens are checked with `NEWSLETTER_SECRET` only; `ConfigError` if it is not set.
-    """
+
+def _signer(config: Config) -> Signer:
     secret = config.env.get(SECRET_ENV, "")
     signer = Signer(secret, config.list_id) if secret else None
     if signer is None or signer.local:
@@ -73,25 +79,41 @@ def unsubscribe(config: Config, requests: Iterable[str], suppressions: Path) -> 
             f"{SECRET_ENV} is not set{'' if signer is None else ' to a real secret'}: "
             "unsubscribe tokens are checked with the secret your real sends sign them with, "
             "so set it to that value. (Tokens in outbox and dry-run mail are signed with a "
-            "constant anyone can read in the source: they unsubscribe nobody.)"
+            "constant anyone can read in the source: they unsubscribe nobody.) A plain "
+            "address needs no secret."
         )
+    return signer
+
+
+def unsubscribe(config: Config, requests: Iterable[str], store: Store) -> Unsubscribed:
+    """Check each request's token; suppress the addresses of the valid ones in `store`.
+
+    A plain address is taken as it is: the editor giving it needs no token. Tokens are
+    checked with `NEWSLETTER_SECRET` only; `ConfigError` if a token comes and it is not set.
+    """
+    signer: Signer | None = None
     result = Unsubscribed()
     seen: set[str] = set()
     for request in requests:
         if not request.strip():
             continue
-        try:
-            address = validate_address(signer.verify(token_in(request)))
-        except TokenError as exc:
-            result.refused.append((request.strip(), str(exc)))
-            continue
-        except ValueError as exc:
-            reason = f"this token is signed, but what it carries is not a valid address ({exc})"
-            result.refused.append((request.strip(), reason))
-            continue
+        address = _plain_address(request)
+        if address is None:
+            signer = signer or _signer(config)
+            try:
+                address = validate_address(signer.verify(token_in(request)))
+            except TokenError as exc:
+                result.refused.append((request.strip(), str(exc)))
+                continue
+            except ValueError as exc:
+                reason = f"this token is signed, but what it carries is not a valid address ({exc})"
+                result.refused.append((request.strip(), reason))
+                continue
         if address_key(address) not in seen:
             seen.add(address_key(address))
             result.addresses.append(address)
     if result.addresses:
-        result.added = append_suppressions(suppressions, [(a, REASON) for a in result.addresses])
+        result.added = store.suppress(
+            Suppression(a, REASON, "unsubscribe", "cli") for a in result.addresses
+        )
     return result

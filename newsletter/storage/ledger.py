@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import json
 import os
 import sqlite3
@@ -206,33 +205,6 @@ class SendRecord:
     status: str
     manifest: Manifest
     counts: dict[str, int]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks so a large list costs no memory."""
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def sha256_tree(path: Path) -> str:
-    """Hex SHA-256 of every file under a directory, so any template change shows in the manifest.
-
-    Each file contributes its relative POSIX name and the hash of its contents, in sorted
-    order: the result does not depend on the filesystem's listing order, and a rename counts.
-    Empty directories do not count.
-    """
-    if not path.is_dir():
-        raise LedgerError(f"{path}: not a directory, cannot hash the templates in it")
-    names: list[str] = []
-    for dirpath, _dirnames, filenames in os.walk(path):
-        for filename in filenames:
-            full = Path(dirpath, filename)
-            if full.is_file():
-                names.append(full.relative_to(path).as_posix())
-    digest = hashlib.sha256()
-    for name in sorted(names):
-        digest.update(f"{name}\0{sha256_file(path / name)}\n".encode())
-    return digest.hexdigest()
 
 
 def is_rehearsal(provider: str) -> bool:
@@ -861,13 +833,15 @@ class Ledger:
                 [(key, email, reason, issue, now) for key, email, reason in bounces],
             )
 
-    def unsuppressed_bounces(self) -> list[tuple[str, str, str]]:
-        """Hard bounces not yet written to the suppression list, as (key, email, reason)."""
+    def unsuppressed_bounces(self) -> list[tuple[str, str, str, str]]:
+        """Hard bounces not yet written to the suppression list, as (key, email, reason,
+        issue): the issue whose mail bounced goes with the suppression."""
         with self._translate():
             rows = self._conn.execute(
-                "SELECT key, email, reason FROM bounces WHERE suppressed_at IS NULL ORDER BY key"
+                "SELECT key, email, reason, issue FROM bounces WHERE suppressed_at IS NULL "
+                "ORDER BY key"
             )
-            return [(key, email, reason) for key, email, reason in rows]
+            return [(key, email, reason, issue) for key, email, reason, issue in rows]
 
     def bounces_suppressed(self, keys: Sequence[str]) -> None:
         """Mark hard bounces as written to the suppression list."""

@@ -38,7 +38,7 @@ from newsletter.content.issue import Image, Issue, load_issue
 from newsletter.content.language import Language
 from newsletter.content.render import IssueView, _render, environment
 from newsletter.errors import IssueError, Problem, TemplateError, UsageError
-from newsletter.storage.ledger import Ledger
+from newsletter.storage.store import existing_ledger
 
 SITE_DIR = "site"
 INDEX = "index.html"
@@ -249,10 +249,10 @@ def _shown(path: Path) -> Path:
 
 def sent_issues(config: Config, ids: list[str]) -> set[str]:
     """The issues the ledger says someone received; none if nothing was ever sent here."""
-    path = config.ledger_path
-    if not path.is_file():
+    ledger = existing_ledger(config)
+    if ledger is None:
         return set()
-    with Ledger(path) as ledger:
+    with ledger:
         return {issue_id for issue_id in ids if ledger.was_sent(issue_id)}
 
 
@@ -270,6 +270,7 @@ def render_site(
             "language": config.language.tag,
             "direction": config.language.direction,
             "web_base_url": s.web_base_url,
+            "subscribe_url": config.subscribe_url,
         },
         "feeds": {"atom": ATOM, "rss": RSS} if feeds else None,
         "index": INDEX,

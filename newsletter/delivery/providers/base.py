@@ -16,6 +16,8 @@ from pydantic import BaseModel
 from newsletter.errors import ProviderError
 
 if TYPE_CHECKING:
+    from email.message import EmailMessage
+
     from newsletter.config import Config
     from newsletter.content.render import Rendered
     from newsletter.delivery.message import Headers, MessageBuilder, Recipient
@@ -118,6 +120,9 @@ class ProviderSpec(Generic[A]):
     #: Spread a short list over every connection (batches of list / concurrency) rather
     #: than fill a few full batches: SMTP, whose batch is a series of messages.
     spread: bool = False
+    #: Send one finished message outside any campaign (the reader service's confirmation
+    #: mail): (account, message, secrets to scrub). None: this provider cannot.
+    deliver_one: Callable[[A, EmailMessage, list[str]], None] | None = None
 
 
 def section(config: Config, name: str, model: type[M]) -> M:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mailbox
 from collections.abc import Sequence
+from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,4 +62,13 @@ PROVIDER = ProviderSpec(
     ready=_folder,
     open=lambda campaign, path, sandbox: Outbox(campaign, path),
     local=True,
+    deliver_one=lambda path, message, secrets: _deliver_one(path, message),
 )
+
+
+def _deliver_one(path: Path, message: EmailMessage) -> None:
+    box = mailbox.Maildir(path, factory=None, create=True)
+    try:
+        box.add(message)
+    finally:
+        box.close()

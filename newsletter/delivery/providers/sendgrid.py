@@ -26,7 +26,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.message import Message
+from email.message import EmailMessage, Message
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -106,6 +106,7 @@ PROVIDER = ProviderSpec(
     sandbox=True,
     refusal=lambda address: refusal(address),
     rate_limit=lambda config: section(config, "sendgrid", SendGridSettings).rate_limit,
+    deliver_one=lambda account, message, secrets: _deliver_one(account, message, secrets),
 )
 
 TIMEOUT = 60.0
@@ -441,3 +442,42 @@ class _Refused(Exception):
     def __init__(self, recipients: dict[int, str]) -> None:
         self.recipients = recipients
         super().__init__(f"{len(recipients)} recipients refused")
+
+
+def _deliver_one(account: SendGridAccount, message: EmailMessage, secrets: list[str]) -> None:
+    """One plain-text message (the reader service's confirmation mail), no tracking."""
+    sender = email.utils.parseaddr(str(message["From"]))
+    body = {
+        "personalizations": [{"to": [{"email": str(message["To"])}]}],
+        "from": {"email": sender[1], **({"name": sender[0]} if sender[0] else {})},
+        "subject": str(message["Subject"]),
+        "content": [{"type": "text/plain", "value": message.get_content()}],
+        "tracking_settings": {"click_tracking": {"enable": False}},
+    }
+    request = urllib.request.Request(
+        account.host + SEND_PATH,
+        data=json.dumps(body).encode("utf-8"),
+        headers={
+            "Authorization": f"Bearer {account.api_key}",
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+            "User-Agent": f"newsletter/{__version__}",
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=TIMEOUT) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            if exc.code == 429 or exc.code >= 500:
+                raise TransientProviderError(
+                    f"SendGrid could not take the confirmation mail (HTTP {exc.code})"
+                ) from None
+            raise PermanentProviderError(
+                f"SendGrid refused the confirmation mail (HTTP {exc.code})", status=exc.code
+            ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise TransientProviderError(
+            redact(f"cannot reach SendGrid at {account.host}: {exc}", secrets)
+        ) from None

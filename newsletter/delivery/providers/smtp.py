@@ -26,6 +26,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -124,7 +125,25 @@ PROVIDER = ProviderSpec(
     batch_size=lambda config: BATCH_SIZE,
     rate_limit=lambda config: section(config, "smtp", SMTPSettings).rate_limit,
     spread=True,
+    deliver_one=lambda server, message, secrets: _deliver_one(server, message),
 )
+
+
+def _deliver_one(s: SMTPServer, message: EmailMessage) -> None:
+    """One message on its own connection (the reader service's confirmation mail)."""
+    context = ssl.create_default_context()
+    conn: smtplib.SMTP
+    if s.security == "ssl":
+        conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+    else:
+        conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+    with conn:
+        if s.security == "starttls":
+            conn.starttls(context=context)
+        if s.user:
+            conn.login(s.user, s.password or "")
+        conn.send_message(message)
+
 
 #: Codes at RCPT that say this mailbox will never take mail: it goes on the suppression list.
 HARD_BOUNCE = frozenset({550, 551, 553})

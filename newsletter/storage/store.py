@@ -1,0 +1,207 @@
+"""The storage seam: one interface for everything a workspace keeps between runs.
+
+A `Store` owns the ledger (who was sent which issue), the send lock (one send of an issue at a
+time), the suppressions (addresses never to mail, whatever put them there: a bounce, a
+complaint, a reader's unsubscribe, the editor) and the audience (subscribers with their status
+and consent record). `open_store(config)` is the one place a store is opened, so the editor's
+CLI and the reader's service (`newsletter serve`) share it safely at the same moment.
+
+SQLite (`storage/sqlite.py`) is the embedded default. A PostgreSQL store, for a team whose
+service and senders run on different machines, is another class with these methods and one
+more branch in `open_store` (chosen by a connection URL): nothing outside `storage/` sees SQL.
+What it would take: the same tables; `suppress` as INSERT ... ON CONFLICT DO NOTHING;
+`confirm_signup` as UPDATE ... WHERE used_at IS NULL RETURNING, as here; `send_lock` as
+`pg_try_advisory_lock` on the issue's hash (held by the session, so a killed sender frees it);
+and a ledger with the methods of today's `Ledger`, which are the contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
+
+from newsletter.lists.addresses import address_key
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+    from newsletter.storage.ledger import Ledger
+
+#: Where a subscriber stands. Only `subscribed` members are mailed.
+MemberStatus = Literal["subscribed", "pending", "unsubscribed", "bounced", "complained"]
+MEMBER_STATUSES: tuple[MemberStatus, ...] = get_args(MemberStatus)
+
+#: Why an address is suppressed, in the few kinds that decide what may lift it.
+SuppressionKind = Literal["unsubscribe", "bounce", "complaint", "manual"]
+SUPPRESSION_KINDS: tuple[SuppressionKind, ...] = get_args(SuppressionKind)
+
+#: The member status each kind of suppression leaves behind.
+STATUS_OF_KIND: dict[SuppressionKind, MemberStatus] = {
+    "unsubscribe": "unsubscribed",
+    "bounce": "bounced",
+    "complaint": "complained",
+    "manual": "unsubscribed",
+}
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """An address never to mail, and why: the reason is shown to the editor as it came."""
+
+    email: str
+    reason: str
+    kind: SuppressionKind = "manual"
+    source: str = "cli"  # what wrote it: cli, send, service, webhook, csv
+    issue: str | None = None  # the issue whose mail led to it, when known
+    added_at: str = ""
+
+
+@dataclass(frozen=True)
+class Consent:
+    """When and where a subscriber asked to be mailed, and when they confirmed it."""
+
+    asked_at: str = ""
+    confirmed_at: str = ""
+    source: str = ""  # the form or import it came from
+    ip: str = ""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One subscriber of the audience, with every column an imported CSV row carried."""
+
+    email: str
+    name: str = ""
+    status: MemberStatus = "subscribed"
+    tags: tuple[str, ...] = ()
+    fields: dict[str, str] = field(default_factory=dict)
+    consent: Consent = Consent()
+    updated_at: str = ""
+
+    @property
+    def key(self) -> str:
+        return address_key(self.email)
+
+
+@dataclass(frozen=True)
+class Signup:
+    """A double opt-in request waiting for its confirmation link to be followed."""
+
+    nonce: str
+    email: str
+    name: str
+    asked_at: str
+    source: str
+    ip: str
+
+
+class Store(Protocol):
+    """What any storage backend provides. Each write is one short transaction of its own."""
+
+    def ledger(self) -> Ledger:
+        """The send ledger; closed with the store."""
+        ...
+
+    def has_ledger(self) -> bool:
+        """Whether anything was ever sent from here (reading must not create a ledger)."""
+        ...
+
+    def send_lock(self, issue: str) -> AbstractContextManager[None]:
+        """Hold the one right to send `issue`; a second holder is refused, not queued."""
+        ...
+
+    # --- suppressions ---
+    def suppress(self, entries: Iterable[Suppression]) -> int:
+        """Add suppressions and mark matching members; returns how many addresses were new."""
+        ...
+
+    def unsuppress(self, email: str) -> bool:
+        """Lift an address's suppression; whether there was one."""
+        ...
+
+    def suppression(self, email: str) -> Suppression | None: ...
+
+    def suppressions(self) -> Iterator[Suppression]:
+        """Every suppression, oldest first."""
+        ...
+
+    def suppressed_addresses(self) -> Iterator[str]:
+        """Just the addresses: what a send needs, streamed."""
+        ...
+
+    def suppressions_by_issue(self, issue: str) -> dict[str, int]:
+        """Suppressions an issue's mail led to, counted by kind (for `newsletter status`)."""
+        ...
+
+    def note_import(self, name: str, digest: str) -> bool:
+        """Record that a file with this content was imported; False if it already was."""
+        ...
+
+    # --- the audience ---
+    def member(self, email: str) -> Member | None: ...
+
+    def members(self, status: MemberStatus | None = None) -> Iterator[Member]:
+        """Members in address order, optionally of one status, streamed."""
+        ...
+
+    def put_member(self, member: Member) -> None:
+        """Add a member or replace the one with the same address."""
+        ...
+
+    def set_status(self, email: str, status: MemberStatus) -> bool:
+        """Change a member's status; whether there was such a member."""
+        ...
+
+    def resubscribe(self, email: str) -> bool:
+        """Lift the suppression and mark the member subscribed; whether anything changed."""
+        ...
+
+    def begin_signup(self, signup: Signup) -> None:
+        """Keep a signup until its confirmation link is followed (or expires)."""
+        ...
+
+    def confirm_signup(self, nonce: str, confirmed_at: str) -> Member | None:
+        """Subscribe the signup's address with its consent; None if unknown or already used."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def open_store(config: Config) -> Store:
+    """The workspace's store: the one place that decides which backend holds the state.
+
+    The first open imports `suppressions.csv` (and again whenever the file changes), so a
+    workspace from before the store loses no suppression.
+    """
+    from newsletter.storage.csvfiles import import_suppressions_csv
+    from newsletter.storage.sqlite import SQLiteStore
+
+    store = SQLiteStore(config.state_dir)
+    try:
+        import_suppressions_csv(store, config.suppressions_path, only_if_changed=True)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def open_existing_store(config: Config) -> Store | None:
+    """The store if this workspace has one, else None: for reading without creating anything."""
+    from newsletter.storage.sqlite import SQLiteStore
+
+    if not SQLiteStore.exists(config.state_dir):
+        return None
+    return open_store(config)
+
+
+def existing_ledger(config: Config) -> Ledger | None:
+    """The ledger for reading (`status`, the archive), or None if nothing was ever sent
+    from here: it creates nothing, not even the store."""
+    from newsletter.storage.sqlite import SQLiteStore
+
+    return SQLiteStore.existing_ledger(config.state_dir)
