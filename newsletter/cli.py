@@ -1072,9 +1072,7 @@ def suppressions(
         from newsletter.lists.suppressions import list_suppressions
 
         config = _config(ctx)
-        rows = list_suppressions(
-            config.suppressions_path, reason=reason, since=since.date() if since else None
-        )
+        rows = list_suppressions(config, reason=reason, since=since.date() if since else None)
         if as_csv:
             writer = CellWriter(sys.stdout, lineterminator="\n")
             writer.writerow(["email", "reason", "added_at"])
@@ -1089,7 +1087,7 @@ def suppressions(
                 markup=False,
                 highlight=False,
             )
-        out.print(f"{len(rows)} suppressed in {show_path(config.suppressions_path)}", markup=False)
+        out.print(f"{plural(len(rows), 'address', 'addresses')} suppressed", markup=False)
 
 
 @suppressions_app.command("remove")

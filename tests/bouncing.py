@@ -12,7 +12,7 @@ from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.lists.aftermath import BounceReport, read_bounces
 from newsletter.lists.bounces import read_notice
 from newsletter.lists.mailboxes import open_mailbox
-from newsletter.lists.suppressions import CsvSuppressions, read_suppressions
+from newsletter.lists.suppressions import list_suppressions, open_sink
 from newsletter.lists.verp import envelope_sender
 from newsletter.storage.bounces import open_state
 from tests.sending import ISSUE_ID, config
@@ -94,10 +94,10 @@ def run(cfg: Config, spec: Path) -> BounceReport:
     box = open_mailbox(str(spec), cfg.env)
     try:
         with open_state(cfg.state_dir) as state:
-            return read_bounces(cfg, box, sink=CsvSuppressions(cfg.suppressions_path), state=state)
+            return read_bounces(cfg, box, sink=open_sink(cfg), state=state)
     finally:
         box.close()
 
 
 def suppressed(cfg: Config) -> dict[str, str]:
-    return {row.email: row.reason for row in read_suppressions(cfg.suppressions_path)}
+    return {row.email: row.reason for row in list_suppressions(cfg)}

@@ -12,7 +12,10 @@ from newsletter.cli import app
 from newsletter.errors import MailboxError
 from newsletter.lists.aftermath import read_bounces
 from newsletter.lists.mailboxes import KEYWORD, open_mailbox
-from newsletter.lists.suppressions import CsvSuppressions, read_suppressions
+from newsletter.lists.suppressions import (
+    list_suppressions,
+    open_sink,
+)
 from newsletter.storage.bounces import open_state
 from tests.bouncing import make_ws, returned, send
 from tests.sending import SECRET
@@ -40,14 +43,14 @@ def test_an_imap_folder_is_read_marked_and_not_read_again(
         box = open_mailbox(url, env, ssl_context=imap.ssl_context())
         try:
             with open_state(cfg.state_dir) as state:
-                sink = CsvSuppressions(cfg.suppressions_path)
+                sink = open_sink(cfg)
                 report = read_bounces(cfg, box, sink=sink, state=state)
         finally:
             box.close()
         return report.read, len(report.suppressed)
 
     assert run() == (3, 2)
-    assert {r.email: r.reason for r in read_suppressions(cfg.suppressions_path)} == {
+    assert {r.email: r.reason for r in list_suppressions(cfg)} == {
         "nobody.here@gmail.com": "hard bounce",
         "grumpy@example.com": "spam complaint",
     }

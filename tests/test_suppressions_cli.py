@@ -32,7 +32,7 @@ def test_lists_every_suppression_with_why_and_when(ws: Path) -> None:
     result = runner.invoke(app, ["suppressions"])
     assert result.exit_code == 0, result.output
     assert "2026-11-10  gone@example.com  hard bounce" in result.output
-    assert "3 suppressed" in result.output
+    assert "3 addresses suppressed" in result.output
 
 
 def test_filters_by_reason_and_date_and_exports_csv(ws: Path) -> None:
@@ -66,5 +66,5 @@ def test_remove_takes_the_address_off_and_logs_who_and_when(ws: Path) -> None:
 def test_removing_an_address_that_is_not_there_is_a_usage_error(ws: Path) -> None:
     result = runner.invoke(app, ["suppressions", "remove", "nobody@example.com"])
     assert result.exit_code == 2
-    assert "nobody@example.com is not on" in result.output
+    assert "nobody@example.com is not suppressed" in result.output
     assert not (ws / ".newsletter" / "suppressions.log").exists()

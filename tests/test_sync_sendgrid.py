@@ -14,7 +14,10 @@ from newsletter.cli import app
 from newsletter.config import Config
 from newsletter.errors import PermanentProviderError
 from newsletter.lists.sendgrid_sync import SyncReport, sync_sendgrid
-from newsletter.lists.suppressions import CsvSuppressions, read_suppressions
+from newsletter.lists.suppressions import (
+    list_suppressions,
+    open_sink,
+)
 from newsletter.storage.bounces import open_state
 from tests.bouncing import make_ws, send
 from tests.sending import ISSUE_ID, SECRET, config
@@ -35,7 +38,7 @@ def sync(
     with open_state(cfg.state_dir) as state:
         return sync_sendgrid(
             cfg,
-            sink=CsvSuppressions(cfg.suppressions_path),
+            sink=open_sink(cfg),
             state=state,
             since=since,
             sleep=(waits if waits is not None else []).append,
@@ -43,7 +46,7 @@ def sync(
 
 
 def suppressed(cfg: Config) -> dict[str, str]:
-    return {row.email: row.reason for row in read_suppressions(cfg.suppressions_path)}
+    return {row.email: row.reason for row in list_suppressions(cfg)}
 
 
 def stock(server: SendGridServer) -> None:
@@ -112,12 +115,12 @@ def test_a_second_run_adds_nothing_and_starts_where_the_first_ended(
     cfg = account(make_ws(tmp_path / "ws"), sendgrid_server)
     stock(sendgrid_server)
     first = sync(cfg)
-    before = cfg.suppressions_path.read_bytes()
+    before = list_suppressions(cfg)
     sendgrid_server.suppression_requests.clear()
 
     again = sync(cfg)
 
-    assert cfg.suppressions_path.read_bytes() == before
+    assert list_suppressions(cfg) == before
     assert again.suppressed == []
     assert again.since == dict.fromkeys(again.since, first.until)
     assert all(f"start_time={first.until}" in p for p in sendgrid_server.suppression_requests)
@@ -125,7 +128,7 @@ def test_a_second_run_adds_nothing_and_starts_where_the_first_ended(
     backfill = sync(cfg, since=datetime.fromtimestamp(NOW - 3600, UTC))
     assert backfill.fetched["bounces"] == 1
     assert backfill.actions == {"seen": 5}
-    assert cfg.suppressions_path.read_bytes() == before
+    assert list_suppressions(cfg) == before
 
 
 def test_long_lists_are_read_page_by_page(tmp_path: Path, sendgrid_server: SendGridServer) -> None:

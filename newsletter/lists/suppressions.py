@@ -2,12 +2,14 @@
 
 Everything after the send (the bounce mailbox, the SendGrid sync) suppresses through
 `SuppressionSink.suppress`, and nothing else, so that pointing it at another store (the
-audience store of the reader service) is one line in `open_sink`. `CsvSuppressions` is
-today's: rows appended to suppressions.csv, which every send reads.
+audience store of the reader service) is one line in `open_sink`. `StoreSuppressions`
+writes to the workspace's store, where every send, the reader service and `audience`
+find them; `CsvSuppressions` appends to a suppressions.csv (the store imports that file).
 
-Listing reads the CSV; removing an address rewrites it atomically and logs who did it,
-when and why, to `<state_dir>/suppressions.log` (JSON lines), since taking someone off
-the list means mailing them again.
+Listing reads the store; removing an address lifts it there (and takes it off
+suppressions.csv, so no re-import brings it back) and logs who did it, when and why, to
+`<state_dir>/suppressions.log` (JSON lines), since taking someone off the list means
+mailing them again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from newsletter.lists.addresses import address_key, validate_address
 from newsletter.lists.cells import restore
 from newsletter.lists.subscribers import append_suppressions
 from newsletter.storage.bounces import existing_state
+from newsletter.storage.store import Store, SuppressionKind, open_store
+from newsletter.storage.store import Suppression as StoredSuppression
 
 LOG_NAME = "suppressions.log"
 
@@ -102,9 +106,62 @@ def suppression_key(raw: str) -> str:
         return address_key(raw)
 
 
+class StoreSuppressions:
+    """The workspace's store as a sink. New rows wait for `flush`, one transaction a chunk."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._store: Store | None = None
+        self._pending: dict[str, StoredSuppression] = {}
+
+    def suppress(
+        self,
+        email: str,
+        reason: str,
+        *,
+        source: str,
+        issue: str | None = None,
+        when: datetime | None = None,
+        detail: str = "",
+    ) -> bool:
+        key = suppression_key(email)
+        if key in self._pending:
+            return False
+        if self._store is None:
+            self._store = open_store(self.config)
+        if self._store.suppression(email) is not None:
+            return False
+        at = (when or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
+        self._pending[key] = StoredSuppression(
+            email.strip(), reason, _kind(reason), source, issue, at
+        )
+        return True
+
+    def flush(self) -> None:
+        if self._store is None:
+            return
+        try:
+            if self._pending:
+                self._store.suppress(list(self._pending.values()))
+                self._pending.clear()
+        finally:
+            self._store.close()
+            self._store = None
+
+
+def _kind(reason: str) -> SuppressionKind:
+    """The store's kind for an after-send reason (see `aftermath.REASONS`)."""
+    lowered = reason.lower()
+    if "complaint" in lowered:
+        return "complaint"
+    if "unsubscribe" in lowered:
+        return "unsubscribe"
+    return "bounce"
+
+
 def open_sink(config: Config) -> SuppressionSink:
     """The sink the after-send commands write to: the one place to point at another store."""
-    return CsvSuppressions(config.suppressions_path)
+    return StoreSuppressions(config)
 
 
 @dataclass(frozen=True)
@@ -134,12 +191,14 @@ def read_suppressions(path: Path) -> Iterator[Suppression]:
 
 
 def list_suppressions(
-    path: Path, *, reason: str | None = None, since: date | None = None
+    config: Config, *, reason: str | None = None, since: date | None = None
 ) -> list[Suppression]:
     """The suppressions whose reason contains `reason` and that were added on or after
     `since` (rows without a date are left out when `since` is given)."""
     found = []
-    for row in read_suppressions(path):
+    with open_store(config) as store:
+        rows = [Suppression(s.email, s.reason, s.added_at) for s in store.suppressions()]
+    for row in rows:
         if reason and reason.lower() not in row.reason.lower():
             continue
         if since is not None and not (row.added_at and row.added_at[:10] >= since.isoformat()):
@@ -156,16 +215,44 @@ class Removal:
 
 
 def remove_suppression(config: Config, address: str, *, why: str = "") -> Removal:
-    """Take `address` off suppressions.csv (every row, any case) and log who and when."""
-    path = config.suppressions_path
+    """Lift `address`'s suppression in the store, take it off suppressions.csv (every row,
+    any case, so no re-import brings it back), and log who and when."""
+    with open_store(config) as store:
+        lifted = store.unsuppress(address)
+    removed = _remove_from_csv(config.suppressions_path, address)
+    if not lifted and not removed:
+        raise UsageError(f"{address} is not suppressed")
+    state = existing_state(config.state_dir)
+    if state is not None:
+        with state:
+            state.forget(address.strip())  # its soft bounces so far no longer count
+    log = config.state_dir / LOG_NAME
+    log.parent.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "who": _who(),
+        "action": "remove",
+        "email": address.strip(),
+        "rows": max(removed, int(lifted)),
+        "why": why,
+    }
+    with log.open("a", encoding="utf-8") as file:
+        file.write(json.dumps(entry) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    return Removal(address.strip(), max(removed, int(lifted)), log)
+
+
+def _remove_from_csv(path: Path, address: str) -> int:
+    """Rows of `address` taken off a suppressions.csv, rewritten atomically; 0 if none."""
     if not path.is_file():
-        raise UsageError(f"{path}: no suppression list, so nothing to remove")
+        return 0
     wanted = suppression_key(address)
     with path.open(encoding="utf-8-sig", newline="") as file:
         text = file.read()
     lines = text.splitlines(keepends=True)
     if not lines:
-        raise UsageError(f"{address} is not on {path}")
+        return 0
     header = lines[0]
     delimiter = max(",;\t", key=header.count)
     columns = [c.strip().lower() for c in next(csv.reader([header], delimiter=delimiter))]
@@ -179,28 +266,9 @@ def remove_suppression(config: Config, address: str, *, why: str = "") -> Remova
             removed += 1
         else:
             kept.append(line)
-    if not removed:
-        raise UsageError(f"{address} is not on {path}")
-    _replace(path, "".join(kept))
-    state = existing_state(config.state_dir)
-    if state is not None:
-        with state:
-            state.forget(address.strip())  # its soft bounces so far no longer count
-    log = config.state_dir / LOG_NAME
-    log.parent.mkdir(parents=True, exist_ok=True)
-    entry = {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "who": _who(),
-        "action": "remove",
-        "email": address.strip(),
-        "rows": removed,
-        "why": why,
-    }
-    with log.open("a", encoding="utf-8") as file:
-        file.write(json.dumps(entry) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-    return Removal(address.strip(), removed, log)
+    if removed:
+        _replace(path, "".join(kept))
+    return removed
 
 
 def _who() -> str:
