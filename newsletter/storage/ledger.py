@@ -23,7 +23,7 @@ import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,6 +205,21 @@ class SendRecord:
     status: str
     manifest: Manifest
     counts: dict[str, int]
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction; IMMEDIATE so that waiting for another writer uses busy_timeout.
+    The ledger and the store both write through it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        # SQLite may have rolled back already (disk full, I/O error): keep the first error.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def is_rehearsal(provider: str) -> bool:
@@ -390,18 +405,8 @@ class Ledger:
                 raise
             raise LedgerError(f"{self.path}: {hint} (SQLite: {e})") from e
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; IMMEDIATE so that waiting for another writer uses busy_timeout."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            # SQLite may have rolled back already (disk full, I/O error): keep the first error.
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._conn)
 
     def start_send(self, manifest: Manifest) -> int:
         """Record that a send begins, with its manifest; returns the send id."""

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from newsletter.errors import LedgerError
 from newsletter.lists.addresses import address_key
-from newsletter.storage.ledger import Ledger
+from newsletter.storage.ledger import Ledger, immediate
 from newsletter.storage.lock import send_lock
 from newsletter.storage.store import (
     STATUS_OF_KIND,
@@ -167,15 +167,8 @@ class SQLiteStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction; IMMEDIATE, so waiting for a writer uses the timeout."""
-        with self._translate():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._translate(), immediate(self._conn) as conn:
+            yield conn
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._translate():
