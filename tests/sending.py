@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from newsletter.cli import app
 from newsletter.config import Config, load_config
 from tests.workspace import make_workspace
 
@@ -28,3 +31,10 @@ def workspace(root: Path, n: int, extra_config: str = "") -> Path:
 
 def config(ws: Path, env: Mapping[str, str]) -> Config:
     return load_config(ws / "newsletter.yaml", env={"NEWSLETTER_SECRET": SECRET, **env})
+
+
+def cli_send(issue: str, *args: str) -> tuple[int, str]:
+    """`newsletter send ISSUE --to list.csv ARGS` in the current folder: the exit code and
+    the output with its line wrapping undone, so a message can be matched whole."""
+    result = CliRunner().invoke(app, ["send", issue, "--to", "list.csv", *args])
+    return result.exit_code, " ".join(result.output.split())

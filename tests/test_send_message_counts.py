@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from newsletter.cli import app
 from newsletter.errors import ExitCode
 from newsletter.storage.ledger import Ledger
 from tests.sending import SECRET, workspace
+from tests.sending import cli_send as send
 from tests.workspace import SAMPLE
 
 runner = CliRunner()
@@ -25,11 +25,6 @@ def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(root)
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     return root
-
-
-def send(issue: str, *args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["send", issue, "--to", "list.csv", *args])
-    return result.exit_code, " ".join(result.output.split())
 
 
 def test_a_list_of_one_skipped_row_says_so_in_the_singular(ws: Path) -> None:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from newsletter.cli import app
 from newsletter.errors import ExitCode
 from tests.sending import SECRET, workspace
+from tests.sending import cli_send as send
 from tests.servers.sendgrid import SendGridServer, drop_after_accept
 from tests.workspace import SAMPLE
 
@@ -27,11 +28,6 @@ def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(root)
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     return root
-
-
-def send(issue: str, *args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["send", issue, "--to", "list.csv", *args])
-    return result.exit_code, " ".join(result.output.split())
 
 
 def outbox_count(ws: Path) -> int:
