@@ -19,9 +19,10 @@ from newsletter.cli import app
 from newsletter.delivery.schedule import cancel_scheduled
 from newsletter.errors import SendRefused
 from newsletter.storage.ledger import Ledger
+from newsletter.web.archive import build_archive
 from tests.sending import ISSUE_ID, SECRET, config, readers, workspace
 from tests.servers.sendgrid import SendGridServer, slow, status
-from tests.workspace import SAMPLE
+from tests.workspace import MINIMAL_ISSUE, SAMPLE, write_issue
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SETTINGS = "timezone: Europe/Berlin\nsendgrid:\n  batch_size: 10\n"
@@ -206,6 +207,18 @@ def test_a_send_stopped_half_way_can_still_be_cancelled(
     assert delivered(sendgrid_server) == {}
 
 
+def test_cancel_without_a_scheduled_send_says_so(ws: Path) -> None:
+    code, out = run("cancel", ISSUE_ID)
+    assert code == 1 and "nothing has been sent from this workspace" in out
+    assert run("send", SAMPLE, "--to", "list.csv", "-p", "sendgrid", "--yes")[0] == 0
+    code, out = run("cancel", SAMPLE)  # the file or its id
+    assert code == 1
+    assert f"no scheduled send of {ISSUE_ID} is recorded" in out
+    assert "a `send --at` through smtp or the outbox waits in the foreground" in out
+    with ledger(ws) as led:
+        assert led.counts(ISSUE_ID) == {"sent": 25}
+
+
 def test_times_past_or_beyond_72_hours_are_refused_before_anything_is_sent(
     ws: Path, sendgrid_server: SendGridServer
 ) -> None:
@@ -269,3 +282,19 @@ def test_status_shows_scheduled_sends_cancelled_or_not(
     assert "Recipients: 25 failed" in out
     assert f"{what}, for {at:%Y-%m-%d %H:%M} CET (+01:00): cancelled at" in out
     assert "UTC, 25 recipients marked not sent" in out
+
+
+def test_the_archive_publishes_a_held_issue_only_once_its_time_has_come(
+    ws: Path, sendgrid_server: SendGridServer
+) -> None:
+    """An issue dated ahead, scheduled through SendGrid: its readers are `sent` (handed
+    over), but none has it before the time, so the web archive leaves it out until then."""
+    day = (datetime.now(BERLIN) + timedelta(days=5)).date()
+    issue = write_issue(ws, f"{day}-soon.yaml", MINIMAL_ISSUE.replace("2025-08-08", str(day)))
+    at = later(hours=3)
+    args = ["send", str(issue), "--to", "list.csv", "-p", "sendgrid", "--yes"]
+    code, out = run(*args, "--at", at.isoformat())
+    assert code == 0, out
+    cfg = config(ws, {})
+    assert f"{day}-soon" not in build_archive(cfg).published
+    assert f"{day}-soon" in build_archive(cfg, now=at + timedelta(minutes=1)).published

@@ -947,6 +947,21 @@ class Ledger:
             )
         return marked
 
+    def was_delivered(self, issue: str, now: datetime) -> bool:
+        """Whether a reader has the issue by `now`: `was_sent`, less what a provider still
+        holds for a later time (`send --at`), so the archive does not publish it early."""
+        with self._translate():
+            if not self._has_schedules():
+                return self.was_sent(issue)
+            row = self._conn.execute(
+                "SELECT 1 FROM deliveries AS d JOIN batches AS b ON d.batch_id = b.id "
+                "WHERE d.issue = ? AND d.status = 'sent' AND d.rehearsal = 0 "
+                "AND b.send_id NOT IN (SELECT send_id FROM schedules WHERE issue = ? "
+                "AND status = ? AND send_at > ?) LIMIT 1",
+                (issue, issue, SCHEDULED, now.astimezone(UTC).isoformat(timespec="seconds")),
+            ).fetchone()
+        return row is not None
+
     def _has_schedules(self) -> bool:
         row = self._conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schedules'"
