@@ -629,7 +629,7 @@ def send(
                     ),
                     enabled=not as_json,
                     label=f"sending (at most {limit.text})" if limit else "sending",
-                    waiting=f"waiting for {show(options.at)}" if options.at else "waiting",
+                    waiting=f"until {show(options.at)}" if options.at else "to wait",
                 )
         except (SendStopped, NothingSent) as exc:
             if isinstance(exc, SendStopped):

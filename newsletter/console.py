@@ -200,10 +200,10 @@ def with_progress(
     run: Callable[[ProgressBar], T],
     enabled: bool,
     label: str = "sending",
-    waiting: str = "waiting",
+    waiting: str = "to wait",
 ) -> T:
     """A rich progress bar (done/total, rate, ETA) on stderr while `run` works; while it
-    waits for a set time, a countdown in its place, `waiting` said before it."""
+    waits for a set time, a countdown in its place, `waiting` said after it."""
     if not enabled:
         return run(_NoBar())
     from rich.progress import (
@@ -246,7 +246,7 @@ def with_progress(
             def wait(self, left: float) -> None:
                 """Seconds left; 0 when the time has come."""
                 self.waited = left > 0
-                text = f"{waiting}: {countdown(left)} left (Ctrl-C stops; nothing is sent)"
+                text = f"{countdown(left)} {waiting} (Ctrl-C: nothing is sent)"
                 bar.update(task, description=text if self.waited else label)
 
         return run(Bar())

@@ -96,12 +96,14 @@ def _offset(moment: datetime) -> str:
 
 
 def show(moment: datetime) -> str:
-    """A moment as the editor reads it: `2026-12-04 08:00 CET (+01:00)`."""
+    """A moment as the editor reads it: `2026-12-04 08:00 CET (+01:00)` (with the seconds,
+    if it has any)."""
     name = moment.tzname() or ""
     offset = _offset(moment)
+    clock = f"{moment:%Y-%m-%d %H:%M}" + (f":{moment:%S}" if moment.second else "")
     if not name or name[0] in "+-" or name == offset:
-        return f"{moment:%Y-%m-%d %H:%M} (UTC{offset})"
-    return f"{moment:%Y-%m-%d %H:%M} {name} ({offset})"
+        return f"{clock} (UTC{offset})"
+    return f"{clock} {name} ({offset})"
 
 
 def show_at(timestamp: float, like: datetime) -> str:

@@ -592,6 +592,7 @@ def send_issue(
         if not held:
             PROVIDERS[options.provider].ready(config)  # a missing setting is said now, not then
             wait_in_foreground(at, report, stop=stop, now=now, sleep=sleep, on_wait=on_wait)
+            started = time.perf_counter()  # the send's rate counts from its time, not the wait
 
     stop_at: list[float] = []
 
