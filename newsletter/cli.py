@@ -27,6 +27,7 @@ from newsletter.console import (
     console,
     escape,
     plural,
+    print_cancel,
     print_error_json,
     print_report,
     print_status,
@@ -533,11 +534,24 @@ def send(
         ),
     ] = False,
     templates: TemplatesOpt = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="TIME",
+            help='Send at this time, e.g. "2026-12-04 08:00" (in timezone: from newsletter.yaml, '
+            "else this machine's) or 2026-12-04T08:00+01:00. SendGrid holds the mail until "
+            "then (72 hours at most; `newsletter cancel` calls it back); smtp and the outbox "
+            "wait in the foreground.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send an issue to a subscriber list: everyone once, with a dry run and a ledger."""
     with _errors(as_json):
         from newsletter.delivery.providers import PROVIDERS
         from newsletter.delivery.ratelimit import rate_limit
+        from newsletter.delivery.schedule import parse_at, show
         from newsletter.delivery.send import SendOptions, refuse, send_issue, send_test
         from newsletter.delivery.send import dry_run as plan
         from newsletter.delivery.stop import stop_on_signals
@@ -555,8 +569,11 @@ def send(
             sandbox=sandbox,
             force=force,
             as_new_issue=as_new_issue,
+            at=parse_at(at, config) if at is not None else None,
         )
         if test_to:
+            if at is not None:
+                raise UsageError("--test-to sends one copy now: leave out --at")
             print_report(send_test(config, issue, test_to, options), as_json, verbose)
             return
         if to is None:  # the audience, as a list file the manifest can hash
@@ -586,9 +603,10 @@ def send(
             refuse(preview)
             what = "validate" if sandbox else "send"
             recipients = plural(preview.to_send, "recipient")
+            when = f" at {show(options.at)}" if options.at is not None else ""
             try:
                 confirmed = typer.confirm(
-                    f"{what.capitalize()} {preview.subject!r} to {recipients} via {name}?",
+                    f"{what.capitalize()} {preview.subject!r} to {recipients} via {name}{when}?",
                     default=False,
                 )
             except typer.Abort:  # Ctrl-C (or end of input) at the prompt
@@ -601,10 +619,17 @@ def send(
             with stop_on_signals() as stop:
                 report = with_progress(
                     lambda progress: send_issue(
-                        config, issue, to, options, on_progress=progress, stop=stop
+                        config,
+                        issue,
+                        to,
+                        options,
+                        on_progress=progress,
+                        stop=stop,
+                        on_wait=progress.wait,
                     ),
                     enabled=not as_json,
                     label=f"sending (at most {limit.text})" if limit else "sending",
+                    waiting=f"until {show(options.at)}" if options.at else "to wait",
                 )
         except (SendStopped, NothingSent) as exc:
             if isinstance(exc, SendStopped):
@@ -639,6 +664,8 @@ def _resume_command(
     ):
         if on:
             words.append(flag)
+    if options.at is not None and options.at > datetime.now(options.at.tzinfo):
+        words += ["--at", options.at.isoformat()]  # the rest goes at the same time
     return shlex.join(words)
 
 
@@ -718,6 +745,35 @@ def status(
             typer.echo(json.dumps(found.to_json(), indent=2))
             return
         print_status(found)
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    issue: Annotated[
+        str,
+        typer.Argument(
+            metavar="ISSUE",
+            help="The issue file or its id, e.g. 2025-08-01-north-korea.",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print what it did as JSON.")] = False,
+) -> None:
+    """Call back a send held by SendGrid for later (`send --at`); a later send mails them."""
+    with _errors(as_json):
+        from newsletter.delivery import status as ledger_status
+        from newsletter.delivery.schedule import cancel_scheduled
+
+        config = _config(ctx)
+        issue_id = ledger_status.issue_id(issue)
+        done = cancel_scheduled(config, issue_id)
+        if as_json:
+            import json
+
+            typer.echo(json.dumps(done.to_json(), indent=2))
+            return
+        print_cancel(done)
 
 
 @app.command()

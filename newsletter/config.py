@@ -74,6 +74,19 @@ def _rate(value: str) -> str:
 RateText = Annotated[str, AfterValidator(_rate)]
 
 
+def _zone(value: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            "not a time zone this machine knows: give an IANA name such as Europe/Berlin, "
+            "America/New_York or UTC"
+        ) from None
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -162,6 +175,8 @@ class Settings(_Model):
     words: Annotated[
         dict[str, Line], BeforeValidator(lambda v: {} if v is None else v), AfterValidator(_words)
     ] = {}
+    #: The IANA time zone `send --at` reads a time in [default: this machine's].
+    timezone: Annotated[Line, AfterValidator(_zone)] | None = None
 
 
 @dataclass(frozen=True)

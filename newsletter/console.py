@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import typer
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from newsletter.delivery.reputation import IssueFeedback
+    from newsletter.delivery.schedule import CancelReport
     from newsletter.delivery.send import Report
     from newsletter.delivery.status import IssueStatus
     from newsletter.errors import NewsletterError
@@ -103,6 +104,57 @@ def print_status(found: IssueStatus) -> None:
         out.print(f"Suppressed since, because of this issue: {kinds}", markup=False)
     if found.after_send is not None:
         print_after_send(found.after_send)
+    print_schedules(found)
+
+
+def print_cancel(done: CancelReport) -> None:
+    """What `newsletter cancel` did, and what mails those readers now."""
+    from datetime import datetime
+
+    from newsletter.delivery.schedule import show
+
+    out = console()
+    for batch, at, marked in done.cancelled:
+        out.print(
+            f"Cancelled the send of {show(datetime.fromisoformat(at))} (batch {batch}): "
+            f"{plural(marked, 'recipient')} marked not sent",
+            markup=False,
+        )
+    for batch, at, when in done.already:
+        out.print(
+            f"Already cancelled: the send of {show(datetime.fromisoformat(at))} (batch {batch}), "
+            f"at {when[:16].replace('T', ' ')} UTC",
+            markup=False,
+        )
+    if done.marked:
+        out.print(
+            f"The next send of {done.issue} mails them (with --at, at a new time).", markup=False
+        )
+    err = console(stderr=True)
+    for refusal in done.refused:
+        err.print(f"[yellow]not cancelled:[/yellow] {escape(refusal)}")
+
+
+def print_schedules(found: IssueStatus) -> None:
+    """The issue's sends held by the provider for a set time, cancelled or not: one line
+    each (a SendGrid batch id is too long for a table in 80 columns)."""
+    from datetime import datetime
+
+    from newsletter.delivery.schedule import show
+
+    out = console()
+    for held in found.schedules:
+        at = show(datetime.fromisoformat(held.send_at).astimezone(found.timezone))
+        what = f"send {held.send_id} via {held.provider} (batch {held.provider_batch})"
+        if held.cancelled_at:
+            when = held.cancelled_at[:16].replace("T", " ")
+            line = (
+                f"{what}, for {at}: cancelled at {when} UTC, "
+                f"{plural(held.recipients, 'recipient')} marked not sent"
+            )
+        else:
+            line = f"{what}: {plural(held.recipients, 'recipient')} at {at}, scheduled"
+        out.print(f"Scheduled: {line}", markup=False)
 
 
 def print_after_send(found: IssueFeedback) -> None:
@@ -119,12 +171,41 @@ def print_after_send(found: IssueFeedback) -> None:
         console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
+class ProgressBar(Protocol):
+    """What `with_progress` hands its work: called with (done, total) as it goes, and
+    `wait(seconds)` while a send waits for its time (`send --at`)."""
+
+    def __call__(self, done: int, total: int | None) -> None: ...
+
+    def wait(self, left: float) -> None: ...
+
+
+class _NoBar:
+    def __call__(self, done: int, total: int | None) -> None:
+        pass
+
+    def wait(self, left: float) -> None:
+        pass
+
+
+def countdown(seconds: float) -> str:
+    """Seconds left as a clock: `2 days 03:04:05`, `00:00:42`."""
+    days, rest = divmod(max(round(seconds), 0), 86400)
+    hours, rest = divmod(rest, 3600)
+    clock = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{plural(days, 'day')} {clock}" if days else clock
+
+
 def with_progress(
-    run: Callable[[Callable[[int, int | None], None]], T], enabled: bool, label: str = "sending"
+    run: Callable[[ProgressBar], T],
+    enabled: bool,
+    label: str = "sending",
+    waiting: str = "to wait",
 ) -> T:
-    """A rich progress bar (done/total, rate, ETA) on stderr while `run` works."""
+    """A rich progress bar (done/total, rate, ETA) on stderr while `run` works; while it
+    waits for a set time, a countdown in its place, `waiting` said after it."""
     if not enabled:
-        return run(lambda done, total: None)
+        return run(_NoBar())
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -144,19 +225,31 @@ def with_progress(
             return Text(f"{speed:,.0f}/s" if speed else "")
 
     columns = (
-        TextColumn(label),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         Rate(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task("send", total=None)
+        task = bar.add_task(label, total=None)
 
-        def update(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=max(total or 0, done) or None)
+        class Bar:
+            waited = False
 
-        return run(update)
+            def __call__(self, done: int, total: int | None) -> None:
+                if self.waited:
+                    self.waited = False
+                    bar.update(task, description=label)
+                bar.update(task, completed=done, total=max(total or 0, done) or None)
+
+            def wait(self, left: float) -> None:
+                """Seconds left; 0 when the time has come."""
+                self.waited = left > 0
+                text = f"{countdown(left)} {waiting} (Ctrl-C: nothing is sent)"
+                bar.update(task, description=text if self.waited else label)
+
+        return run(Bar())
 
 
 def print_error_json(exc: NewsletterError) -> None:
@@ -221,11 +314,14 @@ def print_report(report: Report, as_json: bool, verbose: bool) -> None:
                 )
     else:
         row(
-            "Sent",
+            "Handed over" if report.scheduled_batch else "Sent",
             f"{report.sent} in {plural(report.batches, 'batch', 'batches')}"
             + (f" ({report.retries} retried)" if report.retries else "")
             + (f", {report.sent / report.seconds:,.0f}/s" if report.seconds > 0 else ""),
         )
+    if report.send_at_note:
+        batch = f" (batch {report.scheduled_batch})" if report.scheduled_batch else ""
+        row("Goes out", report.send_at_note + batch)
     extra = {
         "already sent": report.already_sent,
         "outcome unknown before (use --retry-unknown)": report.unknown_before,

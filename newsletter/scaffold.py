@@ -317,6 +317,10 @@ state_dir: .newsletter
 schedule:
   weekday: friday                     # monday ... sunday
 
+# The time zone `newsletter send --at "2026-12-04 08:00"` reads a time in, an IANA name
+# such as Europe/Berlin or America/New_York; empty: this machine's.
+timezone:
+
 # The reader service (`newsletter serve`: unsubscribe page, signups, SendGrid's webhook).
 service:
   url:                                # its public https address; empty: no service

@@ -180,7 +180,7 @@ def test_preview_no_open_prints_the_path(ws: Path) -> None:
 def test_every_command_has_help_and_is_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
     names = [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
-    assert {"render", "check", "preview"} <= set(names)
+    assert {"render", "check", "preview", "cancel"} <= set(names)
     for name in names:
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0

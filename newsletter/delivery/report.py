@@ -58,6 +58,11 @@ class Report:
     refused: list[str] = field(default_factory=list)
     #: The command that resumes a send that stopped part way (the CLI knows how it was run).
     resume: str | None = None
+    #: `send --at`: the time (ISO 8601 with its offset), what happens until then, and the
+    #: provider's batch id of a send it holds (what `newsletter cancel` cancels).
+    send_at: str | None = None
+    send_at_note: str | None = None
+    scheduled_batch: str | None = None
 
     @property
     def to_send(self) -> int:

@@ -33,9 +33,16 @@ from newsletter.delivery.guards import content_findings, sent_under_another_id
 from newsletter.delivery.manifest import sha256_file, sha256_tree
 from newsletter.delivery.message import Recipient
 from newsletter.delivery.output import write_atomic
-from newsletter.delivery.providers import PROVIDERS, Provider, address_refusal, open_provider
+from newsletter.delivery.providers import (
+    PROVIDERS,
+    Provider,
+    Scheduled,
+    address_refusal,
+    open_provider,
+)
 from newsletter.delivery.ratelimit import Limiter, RateLimit, rate_limit
 from newsletter.delivery.report import Progress, Report
+from newsletter.delivery.schedule import check_at, plan_note, wait_in_foreground
 from newsletter.delivery.stop import GRACE_SECONDS, StopRequest
 from newsletter.errors import (
     ConfigError,
@@ -97,6 +104,8 @@ class SendOptions:
     as_new_issue: bool = False
     #: Seconds a stopped send waits for the answers of requests already out.
     stop_grace: float = GRACE_SECONDS
+    #: Send at this time (`--at`): held by a provider that can (SendGrid), else waited for.
+    at: datetime | None = None
 
     @property
     def retries(self) -> Retries:
@@ -397,18 +406,24 @@ def dry_run(
     previews: int = 3,
     out: Path | None = None,
     on_progress: Progress | None = None,
+    now: Callable[[], float] = time.time,
 ) -> Report:
     """Everything a send would do except sending: who, how many, and real previews.
 
     Opens no network connection and writes nothing but files under `build/`. `on_progress`
     hears (rows read, rows in the file) as the list is checked: a million rows take seconds.
-    What a real send would refuse is in `report.refused`.
+    What a real send would refuse is in `report.refused`; a time (`options.at`) past or
+    beyond what the provider holds raises UsageError.
     """
     started = time.perf_counter()
     campaign = prepare(config, issue_path, templates=options.templates, allow_local_secret=True)
     report = Report(
         campaign.issue.id, campaign.subject, options.provider, str(list_path), dry_run=True
     )
+    if options.at is not None:
+        check_at(options.at, options.provider, now())
+        report.send_at = options.at.isoformat()
+        report.send_at_note = plan_note(options.at, options.provider, campaign.issue.id, now())
     report.warnings = _readiness(config, options.provider)
     out = out or config.build_dir / "preview" / campaign.issue.id
     ledger = existing_ledger(config)
@@ -534,12 +549,18 @@ def send_issue(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     stop: StopRequest | None = None,
+    now: Callable[[], float] = time.time,
+    on_wait: Callable[[float], None] | None = None,
 ) -> Report:
     """Send the issue to everyone on the list who has not had it; record each outcome.
 
     Refuses (SendRefused) what `check` calls an error and an issue already sent under
     another id, unless `options` override. Raises NothingSent if it mailed nobody, and
     SendInterrupted if `stop` was requested (no new batch; the requests out are settled).
+
+    With `options.at`, a provider that holds mail (SendGrid) is handed the send now, for
+    then; for any other, this waits until then by `now` (the wall clock), telling
+    `on_wait` the seconds left, and a stop while it waits sends nothing.
     """
     started = time.perf_counter()
     sandbox = _sandboxed(options)
@@ -562,6 +583,16 @@ def send_issue(
     known_secrets = secrets(config)
     if stop is not None and sleep is time.sleep:
         sleep = stop.sleep
+    at = options.at
+    held = at is not None and PROVIDERS[options.provider].schedule is not None
+    if at is not None:
+        check_at(at, options.provider, now())
+        report.send_at = at.isoformat()
+        report.send_at_note = plan_note(at, options.provider, issue, now())
+        if not held:
+            PROVIDERS[options.provider].ready(config)  # a missing setting is said now, not then
+            wait_in_foreground(at, report, stop=stop, now=now, sleep=sleep, on_wait=on_wait)
+            started = time.perf_counter()  # the send's rate counts from its time, not the wait
 
     stop_at: list[float] = []
 
@@ -604,7 +635,12 @@ def send_issue(
         sender: BatchSender | None = None
         pool: ThreadPoolExecutor | None = None
         try:
-            provider = open_provider(options.provider, campaign, sandbox=sandbox)
+            schedule = None
+            if held and at is not None:
+                schedule = _hand_over(config, options.provider, at, report, known_secrets)
+                if not sandbox:  # before the first request: a killed send can be cancelled
+                    ledger.record_schedule(issue, send_id, options.provider, schedule.batch_id, at)
+            provider = open_provider(options.provider, campaign, sandbox=sandbox, schedule=schedule)
             pool = ThreadPoolExecutor(
                 max_workers=provider.concurrency, thread_name_prefix="newsletter-send"
             )
@@ -693,6 +729,23 @@ def send_issue(
     if nobody := _nobody_mailed(report, list_path, options):
         raise NothingSent(nobody, report)
     return report
+
+
+def _hand_over(
+    config: Config, name: str, at: datetime, report: Report, known_secrets: list[str]
+) -> Scheduled:
+    """A new batch id at the provider for a send it holds until `at`."""
+    spec = PROVIDERS[name]
+    assert spec.schedule is not None
+    try:
+        batch = spec.schedule.new_batch(spec.ready(config), known_secrets)
+    except ProviderError as exc:
+        raise ProviderError(
+            f"{name} made no batch id for the scheduled send ({exc}); nothing was sent",
+            status=exc.status,
+        ) from None
+    report.scheduled_batch = batch
+    return Scheduled(send_at=int(at.timestamp()), batch_id=batch)
 
 
 def send_test(config: Config, issue_path: Path, address: str, options: SendOptions) -> Report:

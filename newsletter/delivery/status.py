@@ -11,13 +11,16 @@ import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
 from newsletter.config import Config
 from newsletter.delivery.reputation import IssueFeedback, issue_feedback
+from newsletter.delivery.schedule import zone
 from newsletter.errors import NoSendError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
+from newsletter.storage.schedules import Schedule
 from newsletter.storage.store import existing_ledger, open_existing_store
 
 #: The order a person reads the states in: delivered first, then what needs a decision.
@@ -35,6 +38,10 @@ class IssueStatus:
     after_send: IssueFeedback | None = None  # bounces, complaints, unsubscribes
     #: Suppressions since, that its mail led to (bounces, complaints, unsubscribes), by kind.
     suppressed: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Sends held by the provider for a set time (`send --at`), cancelled or not.
+    schedules: list[Schedule] = dataclasses.field(default_factory=list)
+    #: The zone to show times in (`timezone:`); None: this machine's.
+    timezone: tzinfo | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +52,7 @@ class IssueStatus:
             "sends": [dataclasses.asdict(s) for s in self.sends],
             "after_send": self.after_send.to_json() if self.after_send else None,
             "suppressed": self.suppressed,
+            "scheduled": [dataclasses.asdict(s) for s in self.schedules],
         }
 
 
@@ -81,6 +89,8 @@ def issue_status(config: Config, issue: str) -> IssueStatus:
             _sends(ledger, issue),
             counts,
             ledger.counts(issue, rehearsal=True),
+            schedules=ledger.schedules(issue),
+            timezone=zone(config),
         )
     found = dataclasses.replace(found, after_send=issue_feedback(config, issue, counts["sent"]))
     store = open_existing_store(config)

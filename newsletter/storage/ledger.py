@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 
 from newsletter.errors import LedgerError
+from newsletter.storage.schedules import CANCELLED, SCHEDULED, SCHEDULES_SQL, Schedule
 
 SCHEMA_VERSION = 2
 
@@ -856,3 +857,113 @@ class Ledger:
                 "UPDATE bounces SET suppressed_at = ? WHERE key = ?",
                 [(now, key) for key in keys],
             )
+
+    # Sends held by the provider until a set time (`send --at`): see `storage.schedules`.
+
+    def record_schedule(
+        self, issue: str, send_id: int, provider: str, provider_batch: str, send_at: datetime
+    ) -> int:
+        """Record, before its first request, that send `send_id` is held by the provider until
+        `send_at` under `provider_batch`: a send killed half-way can still be cancelled."""
+        with self._translate(), self._transaction() as conn:
+            conn.execute(SCHEDULES_SQL)
+            cursor = conn.execute(
+                "INSERT INTO schedules (issue, send_id, provider, provider_batch, send_at, "
+                "status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    issue,
+                    send_id,
+                    provider,
+                    provider_batch,
+                    send_at.astimezone(UTC).isoformat(timespec="seconds"),
+                    SCHEDULED,
+                    _now(),
+                ),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def schedules(self, issue: str) -> list[Schedule]:
+        """The issue's scheduled sends, oldest first, each with the recipients it holds."""
+        with self._translate():
+            if not self._has_schedules():
+                return []
+            rows = self._conn.execute(
+                "SELECT s.id, s.issue, s.send_id, s.provider, s.provider_batch, s.send_at, "
+                "s.status, s.created_at, s.cancelled_at, CASE WHEN s.status = ? "
+                "THEN s.cancelled ELSE (SELECT count(*) FROM deliveries AS d JOIN batches AS b "
+                "ON d.batch_id = b.id WHERE b.send_id = s.send_id AND d.issue = s.issue "
+                "AND d.rehearsal = 0 AND d.status = 'sent') END "
+                "FROM schedules AS s WHERE s.issue = ? ORDER BY s.id",
+                (CANCELLED, issue),
+            ).fetchall()
+        return [
+            Schedule(
+                id=row[0],
+                issue=row[1],
+                send_id=row[2],
+                provider=row[3],
+                provider_batch=row[4],
+                send_at=row[5],
+                status=row[6],
+                created_at=row[7],
+                cancelled_at=row[8],
+                recipients=row[9] or 0,
+            )
+            for row in rows
+        ]
+
+    def cancel_schedule(self, schedule_id: int, reason: str) -> int:
+        """The provider cancelled the schedule: mark its send's recipients ``failed`` (not
+        delivered: the next send mails them), with `reason`, in one transaction; returns
+        how many. Those ``unknown`` or ``pending`` too: whatever reached the provider was
+        under the cancelled batch id. ``rejected`` ones stay refused. Call it under
+        ``send_lock``: a send of the issue must not be marking rows meanwhile."""
+        now = _now()
+        with self._translate(), self._transaction() as conn:
+            row = conn.execute(
+                "SELECT send_id, issue, status FROM schedules WHERE id = ?", (schedule_id,)
+            ).fetchone()
+            if row is None or row[2] != SCHEDULED:
+                state = "does not exist" if row is None else f"is already {row[2]}"
+                raise LedgerError(f"{self.path}: schedule {schedule_id} {state}")
+            send_id, issue = row[0], row[1]
+            batches = "SELECT id FROM batches WHERE send_id = ?"
+            marked = conn.execute(
+                "UPDATE deliveries SET status = 'failed', error = ?, updated_at = ? "
+                f"WHERE issue = ? AND rehearsal = 0 AND batch_id IN ({batches}) "
+                "AND status IN ('sent', 'unknown', 'pending')",
+                (reason, now, issue, send_id),
+            ).rowcount
+            conn.execute(
+                "UPDATE batches SET status = 'failed', error = ?, updated_at = ? "
+                "WHERE send_id = ? AND status != 'failed'",
+                (reason, now, send_id),
+            )
+            conn.execute("UPDATE sends SET status = 'cancelled' WHERE id = ?", (send_id,))
+            conn.execute(
+                "UPDATE schedules SET status = ?, cancelled_at = ?, cancelled = ? WHERE id = ?",
+                (CANCELLED, now, marked, schedule_id),
+            )
+        return marked
+
+    def was_delivered(self, issue: str, now: datetime) -> bool:
+        """Whether a reader has the issue by `now`: `was_sent`, less what a provider still
+        holds for a later time (`send --at`), so the archive does not publish it early."""
+        with self._translate():
+            if not self._has_schedules():
+                return self.was_sent(issue)
+            row = self._conn.execute(
+                "SELECT 1 FROM deliveries AS d JOIN batches AS b ON d.batch_id = b.id "
+                "WHERE d.issue = ? AND d.status = 'sent' AND d.rehearsal = 0 "
+                "AND b.send_id NOT IN (SELECT send_id FROM schedules WHERE issue = ? "
+                "AND status = ? AND send_at > ?) LIMIT 1",
+                (issue, issue, SCHEDULED, now.astimezone(UTC).isoformat(timespec="seconds")),
+            ).fetchone()
+        return row is not None
+
+    def _has_schedules(self) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schedules'"
+        ).fetchone()
+        return row is not None

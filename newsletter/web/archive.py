@@ -141,9 +141,9 @@ def build_archive(
     """Build the site into `out` (default `site/`): pages, index, style sheet and feeds."""
     out = (out if out is not None else config.root / SITE_DIR).resolve()
     issues = load_issues(config.issues_dir)
-    sent = sent_issues(config, [i.id for i in issues])
     today = today or dt.date.today()
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    sent = sent_issues(config, [i.id for i in issues], now)
     seen = previous_updates(out)
     base = config.settings.web_base_url
     base = base.rstrip("/") if base else None
@@ -247,13 +247,15 @@ def _shown(path: Path) -> Path:
         return path
 
 
-def sent_issues(config: Config, ids: list[str]) -> set[str]:
-    """The issues the ledger says someone received; none if nothing was ever sent here."""
+def sent_issues(config: Config, ids: list[str], now: dt.datetime | None = None) -> set[str]:
+    """The issues the ledger says someone received by `now`; one a provider still holds for
+    a later time (`send --at`) is not out yet. None if nothing was ever sent here."""
     ledger = existing_ledger(config)
     if ledger is None:
         return set()
+    now = now or dt.datetime.now(dt.UTC)
     with ledger:
-        return {issue_id for issue_id in ids if ledger.was_sent(issue_id)}
+        return {issue_id for issue_id in ids if ledger.was_delivered(issue_id, now)}
 
 
 # --- rendering: values in, file contents out ------------------------------------------------

@@ -46,6 +46,16 @@ filtered by `start_time`/`end_time` (inclusive), paged by `limit` (at most 500) 
 `add_group_suppressions(group_id, *emails)` for /v3/asm/groups/{id}/suppressions, which
 answers a plain list of addresses. `suppression_requests` lists every such path asked for.
 
+Scheduled sends (twilio/sendgrid-oai `tsg_mail_v3.json` and `tsg_scheduled_sends_v3.json`):
+`POST /v3/mail/batch` answers 201 `{"batch_id"}` and `GET /v3/mail/batch/{id}` 200 (or 400
+"invalid batch id"); a mail send whose `batch_id` the server never made is a 400.
+`POST /v3/user/scheduled_sends {"batch_id", "status": "pause"|"cancel"}` answers 201 with
+the same object, and 400 if the batch already has a status (as SendGrid documents);
+`GET /v3/user/scheduled_sends/{id}` lists it, `PATCH` changes it (204). A cancel later than
+10 minutes before a `send_at` of the batch is refused (SendGrid promises none then).
+`deliveries()` leaves out the messages of a cancelled batch (SendGrid discards them at their
+time); `accepted` keeps every request; `scheduled_sends` holds each batch's status.
+
 For a benchmark, `validate=False` skips the checks (the key is still checked) and `record=False`
 keeps nothing but counters (`requests`, `accepted_count`, `recipients`); with both, a body is
 not even parsed unless `count_recipients=True` asks for `recipients`.
@@ -88,6 +98,9 @@ TEST_API_KEY = "SG.test-key-for-the-loopback-server"
 SPEC_ENV = "NEWSLETTER_SENDGRID_SPEC"
 DEFAULT_SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "tsg_mail_v3.json"
 SEND_PATH = "/v3/mail/send"
+BATCH_PATH = "/v3/mail/batch"
+SCHEDULED_PATH = "/v3/user/scheduled_sends"
+CANCEL_MARGIN = 10 * 60
 SUPPRESSION_LISTS = ("bounces", "blocks", "invalid_emails", "spam_reports", "unsubscribes")
 SUPPRESSION_PAGE_MAX = 500
 _GROUP_PATH = re.compile(r"^/v3/asm/groups/(\d+)/suppressions$")
@@ -513,6 +526,8 @@ class SendGridServer:
         self._suppressions: dict[str, list[dict[str, Any]]] = {n: [] for n in SUPPRESSION_LISTS}
         self._group_suppressions: dict[int, list[str]] = {}
         self.suppression_requests: list[str] = []
+        #: Batch ids made by POST /v3/mail/batch -> "pause" / "cancel", or None (no status).
+        self.scheduled_sends: dict[str, str | None] = {}
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0  # set by start()
@@ -617,8 +632,16 @@ class SendGridServer:
         return self._faults.injected
 
     def deliveries(self) -> list[Delivered]:
-        """One `Delivered` per recipient of every accepted request, in order."""
-        return [d for accepted in self.accepted for d in expand(accepted)]
+        """One `Delivered` per recipient of every accepted request, in order; those of a
+        cancelled batch are left out, as SendGrid discards them."""
+        with self._lock:
+            cancelled = {b for b, state in self.scheduled_sends.items() if state == "cancel"}
+        return [
+            d
+            for accepted in self.accepted
+            if accepted.body.get("batch_id") not in cancelled
+            for d in expand(accepted)
+        ]
 
     # called by the request handler threads
 
@@ -649,6 +672,8 @@ class SendGridServer:
         """The response to one request; records it if accepted."""
         if method == "GET" and path.startswith(("/v3/suppression/", "/v3/asm/groups/")):
             return self._suppression_answer(path, headers)
+        if path.startswith((BATCH_PATH, SCHEDULED_PATH)):
+            return self._schedule_answer(method, path, headers, raw)
         if path.partition("?")[0] != SEND_PATH:
             return _error(404)
         if method != "POST":
@@ -668,6 +693,11 @@ class SendGridServer:
             return _error(400)
         if self._validator is not None:
             problems = schema_problems(self._validator, body) or live_problems(body, time.time())
+            batch = body.get("batch_id") if isinstance(body, dict) else None
+            if not problems and batch is not None:
+                with self._lock:
+                    if batch not in self.scheduled_sends:
+                        problems = [problem("invalid batch id", "batch_id")]
             if problems:
                 return _Response(400, error_body(*problems))
         recipients = recipients_in(body) if isinstance(body, dict) else 0
@@ -708,6 +738,81 @@ class SendGridServer:
         chosen.sort(key=lambda r: -int(r["created"]))
         return _Response(200, json.dumps(chosen[offset : offset + limit]).encode())
 
+    def _schedule_answer(
+        self, method: str, path: str, headers: Message, raw: bytes | None
+    ) -> _Response:
+        """Batch ids and their pause/cancel status, as SendGrid's scheduled-sends API."""
+        authorization = headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(authorization, f"Bearer {self.api_key}".encode()):
+            return _error(401)
+        route = path.partition("?")[0]
+        if route == BATCH_PATH:
+            if method != "POST":
+                return _error(405)
+            batch = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            batch = batch.replace("-", "x").replace("_", "y")
+            with self._lock:
+                self.scheduled_sends[batch] = None
+            return _Response(201, json.dumps({"batch_id": batch}).encode())
+        if route.startswith(BATCH_PATH + "/"):
+            if method != "GET":
+                return _error(405)
+            batch = urllib.parse.unquote(route.removeprefix(BATCH_PATH + "/"))
+            with self._lock:
+                known = batch in self.scheduled_sends
+            if not known:
+                return _error(400, "invalid batch id")
+            return _Response(200, json.dumps({"batch_id": batch}).encode())
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            return _error(400)
+        if route == SCHEDULED_PATH:
+            if method != "POST":
+                return _error(405)
+            if not isinstance(body, dict) or set(body) != {"batch_id", "status"}:
+                return _error(400, "batch_id and status are required, and nothing else")
+            batch, state = body["batch_id"], body["status"]
+            if state not in ("pause", "cancel") or not isinstance(batch, str):
+                return _error(400, "status must be pause or cancel", "status")
+            with self._lock:
+                if batch not in self.scheduled_sends:
+                    return _error(400, "invalid batch id", "batch_id")
+                if self.scheduled_sends[batch] is not None:
+                    return _error(400, "a status is already set for this batch id", "batch_id")
+                if self._too_late(batch):
+                    message = "cannot pause or cancel less than 10 minutes before send_at"
+                    return _error(400, message, "batch_id")
+                self.scheduled_sends[batch] = state
+            return _Response(201, json.dumps(body).encode())
+        batch = urllib.parse.unquote(route.removeprefix(SCHEDULED_PATH + "/"))
+        with self._lock:
+            state = self.scheduled_sends.get(batch)
+            if batch not in self.scheduled_sends:
+                return _error(404, "batch id not found")
+            if method == "GET":
+                found = [{"batch_id": batch, "status": state}] if state else []
+                return _Response(200, json.dumps(found).encode())
+            if method == "PATCH":
+                if state is None:
+                    return _error(404, "no status is set for this batch id")
+                if not isinstance(body, dict) or body.get("status") not in ("pause", "cancel"):
+                    return _error(400, "status must be pause or cancel", "status")
+                self.scheduled_sends[batch] = body["status"]
+                return _Response(204)
+            if method == "DELETE":
+                self.scheduled_sends[batch] = None
+                return _Response(204)
+        return _error(405)
+
+    def _too_late(self, batch: str) -> bool:
+        """A request of the batch goes out within 10 minutes (called under the lock)."""
+        return any(
+            a.body.get("batch_id") == batch
+            and int(a.body.get("send_at", 0)) - time.time() < CANCEL_MARGIN
+            for a in self._accepted
+        )
+
     def _accept(self, body: Any, recipients: int, headers: Message) -> _Response:
         message_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         with self._lock:
@@ -718,8 +823,9 @@ class SendGridServer:
         return _Response(202, headers={"X-Message-Id": message_id})
 
 
-def _error(code: int, message: str | None = None) -> _Response:
-    return _Response(code, error_body(problem(message or DEFAULT_MESSAGES.get(code, "error"))))
+def _error(code: int, message: str | None = None, field: str | None = None) -> _Response:
+    text = message or DEFAULT_MESSAGES.get(code, "error")
+    return _Response(code, error_body(problem(text, field)))
 
 
 def _is_sandbox(body: Any) -> bool:

@@ -13,6 +13,7 @@ SES, Postmark) is a new module and one line in `_MODULES`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,13 +23,22 @@ from newsletter.delivery.providers.base import (
     Provider,
     ProviderSpec,
     Refusal,
+    Scheduled,
     Sent,
 )
 
 if TYPE_CHECKING:
     from newsletter.delivery.campaign import Campaign
 
-__all__ = ["PROVIDERS", "CampaignView", "Provider", "ProviderSpec", "Sent", "open_provider"]
+__all__ = [
+    "PROVIDERS",
+    "CampaignView",
+    "Provider",
+    "ProviderSpec",
+    "Scheduled",
+    "Sent",
+    "open_provider",
+]
 
 #: The registered providers, in the order `--provider` lists them.
 _MODULES = (
@@ -63,8 +73,13 @@ def address_refusal(name: str) -> Refusal | None:
     return PROVIDERS[name].refusal
 
 
-def open_provider(name: str, campaign: Campaign, *, sandbox: bool = False) -> Provider:
+def open_provider(
+    name: str, campaign: Campaign, *, sandbox: bool = False, schedule: Scheduled | None = None
+) -> Provider:
     """The provider `name`, made ready from the config and environment, for this campaign:
-    it is given the campaign's `view`, not the campaign."""
+    it is given the campaign's `view`, not the campaign (with `schedule`, a held send's)."""
     spec = PROVIDERS[name]
-    return spec.open(campaign.view, spec.ready(campaign.config), sandbox)
+    view = (
+        campaign.view if schedule is None else dataclasses.replace(campaign.view, schedule=schedule)
+    )
+    return spec.open(view, spec.ready(campaign.config), sandbox)

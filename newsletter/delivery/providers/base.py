@@ -81,6 +81,33 @@ class CampaignView:
     builder: MessageBuilder
     #: Every secret this process knows, to scrub from any text a provider passes on.
     secrets: list[str] = field(repr=False)
+    #: A send the provider holds until a set time (`send --at`); None: deliver now.
+    schedule: Scheduled | None = None
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """Every request of a send held by the provider until `send_at` (unix seconds), under
+    one `batch_id` through which it can be cancelled before then."""
+
+    send_at: int
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class Scheduling(Generic[A]):
+    """A provider that holds a send until a set time, cancellable before it (SendGrid)."""
+
+    #: How far ahead it takes a time, in seconds (SendGrid: 72 hours).
+    window: float
+    #: How long before the time a cancellation is still sure to hold, in seconds
+    #: (SendGrid: 10 minutes; later, the mail may go out all the same).
+    cancel_margin: float
+    #: A new batch id for one send's requests: (account, secrets to scrub) -> id.
+    new_batch: Callable[[A, list[str]], str]
+    #: Cancel everything under a batch id; one cancelled already is no error:
+    #: (account, batch id, secrets to scrub).
+    cancel: Callable[[A, str, list[str]], None]
 
 
 #: Why a provider cannot take an address, or None if it can: asked of every row, before
@@ -123,6 +150,9 @@ class ProviderSpec(Generic[A]):
     #: Send one finished message outside any campaign (the reader service's confirmation
     #: mail): (account, message, secrets to scrub). None: this provider cannot.
     deliver_one: Callable[[A, EmailMessage, list[str]], None] | None = None
+    #: Holds a send until a set time (`send --at`) and cancels it; None: it cannot, and
+    #: `send --at` waits in the foreground instead.
+    schedule: Scheduling[A] | None = None
 
 
 def section(config: Config, name: str, model: type[M]) -> M:

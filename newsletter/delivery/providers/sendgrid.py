@@ -37,6 +37,7 @@ from newsletter.content.issue import Line
 from newsletter.content.personalise import Part, escape, slot_values
 from newsletter.delivery.message import list_unsubscribe
 from newsletter.delivery.providers.base import CampaignView, ProviderSpec, Sent, section
+from newsletter.delivery.providers.sendgrid_schedule import SCHEDULING
 from newsletter.errors import (
     ConfigError,
     PermanentProviderError,
@@ -107,6 +108,7 @@ PROVIDER = ProviderSpec(
     refusal=lambda address: refusal(address),
     rate_limit=lambda config: section(config, "sendgrid", SendGridSettings).rate_limit,
     deliver_one=lambda account, message, secrets: _deliver_one(account, message, secrets),
+    schedule=SCHEDULING,
 )
 
 TIMEOUT = 60.0
@@ -181,6 +183,9 @@ class PayloadBuilder:
             base["asm"] = {"group_id": settings.asm_group_id}
         if sandbox:
             base["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        if campaign.schedule is not None:  # held until then, cancellable by the batch id
+            base["send_at"] = campaign.schedule.send_at
+            base["batch_id"] = campaign.schedule.batch_id
         self.base = base
         self.unsubscribe_mailto = h.unsubscribe_mailto
         self._json_tokens = [(_json(h_), _json(t_)) for h_, t_ in self.tokens]
