@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from newsletter.cli import app
 from newsletter.delivery.send import SendOptions, dry_run
 from newsletter.lists.cells import neutralise, restore
-from newsletter.lists.subscribers import Subscriber, append_suppressions, read_subscribers
+from newsletter.lists.subscribers import Subscriber, read_subscribers
+from newsletter.lists.suppression_csv import append_suppressions
 from tests.commands import assert_clean_exit, bare_workspace, cli, said
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.workspace import SAMPLE, write_issue

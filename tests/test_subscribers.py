@@ -24,9 +24,9 @@ from newsletter.lists.subscribers import (
     Skipped,
     SkipReason,
     Subscriber,
-    append_suppressions,
     read_subscribers,
 )
+from newsletter.lists.suppression_csv import append_suppressions
 from tests.commands import assert_clean_exit, bare_workspace, cli, files_under, said
 from tests.sending import readers
 from tests.workspace import SAMPLE
