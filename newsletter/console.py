@@ -1,7 +1,7 @@
 """How results look in a terminal: reports, tables and the progress bar of `newsletter`.
 
 Only the CLI prints through this; the library returns reports and raises errors, and
-never prints (it borrows `plural()` so its messages' counts agree with their nouns).
+never prints or imports this module (counted nouns come from `newsletter.words`).
 Rich is imported inside each function, so a command that prints little pays little.
 """
 
@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
+from newsletter.words import plural
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -23,11 +25,6 @@ if TYPE_CHECKING:
     from newsletter.errors import NewsletterError
 
 T = TypeVar("T")
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """`1 recipient`, `2 recipients`: a count with its noun, never "1 warnings"."""
-    return f"{count:,} {word if count == 1 else many or word + 's'}"
 
 
 #: What a terminal would obey rather than show: C0 and C1 controls (ESC starts the

@@ -25,7 +25,6 @@ from typing import TypeVar
 
 from newsletter import __version__
 from newsletter.config import Config, redact, secrets
-from newsletter.console import plural
 from newsletter.content.render import PACKAGE_TEMPLATES
 from newsletter.delivery.batches import BatchSender, Retries
 from newsletter.delivery.campaign import Campaign, prepare
@@ -65,6 +64,7 @@ from newsletter.storage.store import (
     open_existing_store,
     open_store,
 )
+from newsletter.words import plural
 
 __all__ = [
     "Report",
