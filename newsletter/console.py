@@ -95,9 +95,6 @@ def print_status(found: IssueStatus) -> None:
                 f"  {found.recipients[state]} {state}: {advice} (list: --show {state})",
                 markup=False,
             )
-    if found.suppressed:
-        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(found.suppressed.items()))
-        out.print(f"Suppressed since, because of this issue: {kinds}", markup=False)
     if found.after_send is not None:
         print_after_send(found.after_send)
 
@@ -110,7 +107,10 @@ def print_after_send(found: IssueFeedback) -> None:
         (found.complained, "complained"),
         (found.unsubscribed, "unsubscribed"),
     ]
-    said = ", ".join(f"{n} {what} ({found.rate(n):.2%})" for n, what in parts)
+    # no rate of nothing sent (the issue only rehearsed in the outbox, say)
+    said = ", ".join(
+        f"{n} {what}" + (f" ({found.rate(n):.2%})" if found.sent else "") for n, what in parts
+    )
     console().print(f"After the send, of {found.sent} sent: {said}", markup=False)
     for warning in found.warnings:
         console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")

@@ -18,7 +18,7 @@ from newsletter.config import Config
 from newsletter.delivery.reputation import IssueFeedback, issue_feedback
 from newsletter.errors import NoSendError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
-from newsletter.storage.store import existing_ledger, open_existing_store
+from newsletter.storage.store import existing_ledger
 
 #: The order a person reads the states in: delivered first, then what needs a decision.
 ORDER = ("sent", "unknown", "pending", "failed", "rejected")
@@ -32,9 +32,8 @@ class IssueStatus:
     recipients: Counter[str]  # by status: real deliveries
     #: The outbox's rehearsals, by status: mail no reader got, kept apart.
     rehearsal: Counter[str] = dataclasses.field(default_factory=Counter)
-    after_send: IssueFeedback | None = None  # bounces, complaints, unsubscribes
-    #: Suppressions since, that its mail led to (bounces, complaints, unsubscribes), by kind.
-    suppressed: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Bounces, complaints and unsubscribes its mail led to (the store's suppressions).
+    after_send: IssueFeedback | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,7 +43,6 @@ class IssueStatus:
             "rehearsal": {s: self.rehearsal[s] for s in ORDER},
             "sends": [dataclasses.asdict(s) for s in self.sends],
             "after_send": self.after_send.to_json() if self.after_send else None,
-            "suppressed": self.suppressed,
         }
 
 
@@ -82,12 +80,7 @@ def issue_status(config: Config, issue: str) -> IssueStatus:
             counts,
             ledger.counts(issue, rehearsal=True),
         )
-    found = dataclasses.replace(found, after_send=issue_feedback(config, issue, counts["sent"]))
-    store = open_existing_store(config)
-    if store is not None:
-        with store:
-            found.suppressed.update(store.suppressions_by_issue(issue))
-    return found
+    return dataclasses.replace(found, after_send=issue_feedback(config, issue, counts["sent"]))
 
 
 def backup_ledger(config: Config, dest: Path) -> None:
