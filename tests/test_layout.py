@@ -1,4 +1,5 @@
-"""The package's rooms keep their doors: library code never imports the printing module."""
+"""The package's rooms keep their doors: library code never imports the printing module,
+and only storage/ opens the ledger."""
 
 from __future__ import annotations
 
@@ -28,5 +29,35 @@ def test_no_library_module_imports_the_console() -> None:
         for path in PACKAGE.rglob("*.py")
         if path.relative_to(PACKAGE).as_posix() not in PRINTERS
         and "newsletter.console" in imported(path)
+    )
+    assert offenders == []
+
+
+def built(path: Path, name: str) -> bool:
+    """Whether the file calls `name(...)` (or `module.name(...)`) anywhere."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if (isinstance(func, ast.Name) and func.id == name) or (
+                isinstance(func, ast.Attribute) and func.attr == name
+            ):
+                return True
+    return False
+
+
+#: The send's worker threads mark messages through a second connection to the ledger the
+#: store opened (`Ledger(ledger.path, threads=True)`): a connection, not a second opening.
+SECOND_CONNECTION = {"delivery/batches.py"}
+
+
+def test_only_storage_opens_the_ledger() -> None:
+    """The ledger is opened through the store (`open_store`, `existing_ledger`), so another
+    backend is a new module in storage/, not edits across the package."""
+    offenders = sorted(
+        rel
+        for path in PACKAGE.rglob("*.py")
+        if not (rel := path.relative_to(PACKAGE).as_posix()).startswith("storage/")
+        and rel not in SECOND_CONNECTION
+        and built(path, "Ledger")
     )
     assert offenders == []

@@ -451,7 +451,7 @@ def dry_run(
     limit = rate_limit(config, options.provider)
     if limit is not None:
         report.rate_limit = f"{limit.text} ({options.provider}.rate_limit)"
-        with Ledger(config.ledger_path) if config.ledger_path.exists() else nullcontext() as led:
+        with existing_ledger(config) or nullcontext() as led:
             already = len(_earlier(limit, led, options.provider))
         report.rate_seconds = limit.duration(report.to_send, already)
     if nobody := _nobody_mailed(report, list_path, options):
