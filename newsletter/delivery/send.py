@@ -5,9 +5,11 @@ every batch as `pending` before its request leaves and as `sent`, `failed` or `u
 after, so a rerun (or a resume after a crash) mails exactly those who have not had the
 issue.
 
-A little over 400 lines: `dry_run`, `send_issue` and `send_test` share the classifying,
-manifest and readiness steps they are made of; the batch loop is `batches`, the providers
-are `providers/`.
+Over 400 lines (about 730): `dry_run`, `send_issue` and `send_test` share the classifying,
+manifest, readiness and skip-log steps they are made of, and `send_issue` is one ordered
+sequence of steps and their cleanup (lock, ledger row, stop request, bounces) that reads
+best whole. The batch loop is `batches`, the providers are `providers/`; the skip log and
+the manifest steps are what would move out next.
 """
 
 from __future__ import annotations
