@@ -179,11 +179,18 @@ def test_template_errors_are_clear(ws: Path) -> None:
     custom.mkdir()
     (custom / "email.txt").write_text("line one\n{% for x in %}\n")
     config = load_config(ws / "newsletter.yaml")
-    with pytest.raises(TemplateError, match=r"email.txt:2: "):
+    with pytest.raises(TemplateError) as info:
         render_issue(load_issue(ws / SAMPLE), config, custom)
+    assert (
+        str(info.value)
+        == f"{custom}/email.txt:2: Expected an expression, got 'end of statement block'"
+    )
     (custom / "email.txt").write_text("{{ issue.no_such_field }}\n")
-    with pytest.raises(TemplateError, match=r"email\.txt: .*no_such_field"):
+    with pytest.raises(TemplateError) as info:
         render_issue(load_issue(ws / SAMPLE), config, custom)
+    assert str(info.value) == (
+        "email.txt: 'newsletter.content.render.IssueView object' has no attribute 'no_such_field'"
+    )
     with pytest.raises(TemplateError, match="no such templates folder"):
         render_issue(load_issue(ws / SAMPLE), config, ws / "nope")
 
@@ -201,7 +208,7 @@ FALLBACK = 'write {{ subscriber.get("name", "fallback") }} for a fallback'
         ),
         (
             '{{ subscriber.get("name", "") or "there" }}',
-            r"email\.txt:2: .*tests subscriber\.name",
+            r"email\.txt:2: a template tests subscriber\.name",
             FALLBACK,
         ),
         (
@@ -211,7 +218,7 @@ FALLBACK = 'write {{ subscriber.get("name", "fallback") }} for a fallback'
         ),
         (
             "{{ subscriber.name|truncate(5) }}",
-            r"email\.txt:2: .*slices subscriber\.name",
+            r"email\.txt:2: a template slices subscriber\.name",
             "e.g. {{ subscriber.name }}",
         ),
         (
