@@ -26,7 +26,6 @@ from newsletter import __version__
 from newsletter.console import (
     console,
     escape,
-    plural,
     print_cancel,
     print_error_json,
     print_report,
@@ -36,6 +35,7 @@ from newsletter.console import (
     with_progress,
 )
 from newsletter.errors import ExitCode, NewsletterError, UsageError
+from newsletter.words import plural
 
 if TYPE_CHECKING:
     from newsletter.config import Config

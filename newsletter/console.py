@@ -1,7 +1,7 @@
 """How results look in a terminal: reports, tables and the progress bar of `newsletter`.
 
 Only the CLI prints through this; the library returns reports and raises errors, and
-never prints (it borrows `plural()` so its messages' counts agree with their nouns).
+never prints or imports this module (counted nouns come from `newsletter.words`).
 Rich is imported inside each function, so a command that prints little pays little.
 """
 
@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import typer
 
+from newsletter.words import plural
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -24,11 +26,6 @@ if TYPE_CHECKING:
     from newsletter.errors import NewsletterError
 
 T = TypeVar("T")
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """`1 recipient`, `2 recipients`: a count with its noun, never "1 warnings"."""
-    return f"{count:,} {word if count == 1 else many or word + 's'}"
 
 
 #: What a terminal would obey rather than show: C0 and C1 controls (ESC starts the
@@ -99,9 +96,6 @@ def print_status(found: IssueStatus) -> None:
                 f"  {found.recipients[state]} {state}: {advice} (list: --show {state})",
                 markup=False,
             )
-    if found.suppressed:
-        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(found.suppressed.items()))
-        out.print(f"Suppressed since, because of this issue: {kinds}", markup=False)
     if found.after_send is not None:
         print_after_send(found.after_send)
     print_schedules(found)
@@ -165,7 +159,10 @@ def print_after_send(found: IssueFeedback) -> None:
         (found.complained, "complained"),
         (found.unsubscribed, "unsubscribed"),
     ]
-    said = ", ".join(f"{n} {what} ({found.rate(n):.2%})" for n, what in parts)
+    # no rate of nothing sent (the issue only rehearsed in the outbox, say)
+    said = ", ".join(
+        f"{n} {what}" + (f" ({found.rate(n):.2%})" if found.sent else "") for n, what in parts
+    )
     console().print(f"After the send, of {found.sent} sent: {said}", markup=False)
     for warning in found.warnings:
         console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")

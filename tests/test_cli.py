@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import email
 import email.policy
-import re
+import inspect
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from newsletter import __version__
 from newsletter.cli import app
 from tests.workspace import MINIMAL_ISSUE, REPO, SAMPLE, make_workspace, write_issue
 
@@ -49,10 +50,9 @@ def test_render_into_an_unwritable_place_is_a_usage_error(ws: Path) -> None:
     (ws / "blocker").write_text("a file, not a folder")
     result = runner.invoke(app, ["render", SAMPLE, "--out", "blocker/out"])
     assert result.exit_code == 2
-    assert "error: blocker/out: cannot write here" in result.output or "cannot write here" in (
-        result.output
+    assert result.output == (
+        "error: blocker/out: cannot write here (Not a directory); choose another --out\n"
     )
-    assert "Traceback" not in result.output
 
 
 def test_bad_issue_exits_1_with_file_line_field(ws: Path) -> None:
@@ -73,7 +73,10 @@ def test_missing_config_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["render", "x.yaml"])
     assert result.exit_code == 1
-    assert "no newsletter.yaml in" in result.output and "newsletter init" in result.output
+    assert " ".join(result.output.split()) == (
+        f"error: no newsletter.yaml in {tmp_path} or any folder above it; run `newsletter init"
+        " DIR` to make a workspace, or pass --config PATH"
+    )
 
 
 def test_invalid_config_names_line_and_field(ws: Path) -> None:
@@ -87,8 +90,12 @@ def test_invalid_config_names_line_and_field(ws: Path) -> None:
 
 
 def test_wrong_usage_exits_2(ws: Path) -> None:
-    assert runner.invoke(app, ["render"]).exit_code == 2
-    assert runner.invoke(app, ["render", SAMPLE, "--no-such-flag"]).exit_code == 2
+    missing = runner.invoke(app, ["render"])
+    assert missing.exit_code == 2
+    assert "Error: Missing argument" in missing.output
+    unknown = runner.invoke(app, ["render", SAMPLE, "--no-such-flag"])
+    assert unknown.exit_code == 2
+    assert "Error: No such option: --no-such-flag" in unknown.output
 
 
 def test_check_passes_a_clean_issue(ws: Path) -> None:
@@ -102,8 +109,10 @@ def test_check_passes_a_clean_issue(ws: Path) -> None:
 def test_check_sample_warns_about_placeholder_links_and_strict_fails(ws: Path) -> None:
     result = runner.invoke(app, ["check", SAMPLE])
     assert result.exit_code == 0, result.output
-    assert re.search(
-        rf"warning: {SAMPLE}:\d+: articles\[0\]\.url: .* is a placeholder link", result.output
+    assert (
+        f"warning: {SAMPLE}:14: articles[0].url: "
+        "https://example.org/placeholder/north-koreans-in-russia is a placeholder link; put "
+        "the real one" in " ".join(result.output.split())
     )
     assert "0 errors, 10 warnings" in result.output
     assert runner.invoke(app, ["check", SAMPLE, "--strict"]).exit_code == 1
@@ -181,13 +190,17 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
     names = [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
     assert {"render", "check", "preview", "cancel"} <= set(names)
-    for name in names:
+    for command in app.registered_commands:
+        name = command.name or (command.callback.__name__ if command.callback else "")
+        summary = (inspect.getdoc(command.callback) or "").split("\n\n")[0]
+        assert summary, f"`newsletter {name}` has no help text"
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0
-        assert len(result.output) > 100
+        assert " ".join(summary.split()) in " ".join(result.output.split())
         assert f"newsletter {name}" in readme, f"`newsletter {name}` is not in the README"
 
 
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
-    assert result.exit_code == 0 and re.match(r"newsletter \d+\.\d+", result.output)
+    assert result.exit_code == 0
+    assert result.output == f"newsletter {__version__}\n"

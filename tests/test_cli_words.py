@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.cli import app
-from newsletter.console import plural
+from newsletter.words import plural
 from tests.workspace import MINIMAL_ISSUE, make_workspace, write_issue
 
 runner = CliRunner()

@@ -17,9 +17,11 @@ from typer.testing import CliRunner
 from newsletter.cli import app
 from newsletter.delivery.send import SendOptions, dry_run
 from newsletter.lists.cells import neutralise, restore
-from newsletter.lists.subscribers import Subscriber, append_suppressions, read_subscribers
+from newsletter.lists.subscribers import Subscriber, read_subscribers
+from newsletter.lists.suppression_csv import append_suppressions
+from tests.commands import assert_clean_exit, bare_workspace, cli, said
 from tests.sending import ISSUE_ID, SECRET, config, workspace
-from tests.workspace import SAMPLE
+from tests.workspace import SAMPLE, write_issue
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -98,3 +100,30 @@ def test_the_terminal_gets_no_escape_sequence_from_a_list(
     assert "\x1b" not in result.output and "\x07" not in result.output
     if verbose:
         assert "\\x1b[2J" in result.output  # shown, not obeyed
+
+
+@pytest.fixture
+def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return bare_workspace(tmp_path / "ws", monkeypatch)
+
+
+def test_brackets_in_an_issue_or_a_list_are_printed_as_text(ws: Path) -> None:
+    write_issue(
+        ws,
+        "2025-08-08-x.yaml",
+        "title: '[/x] Notes [bold]this[/bold] week'\n"
+        "articles:\n  - {headline: H, summary: S, url: 'https://example.org/[/y]'}\n",
+    )
+    (ws / "brackets.csv").write_text("email,name\nnot-an-address [/z],Ann\nbob@example.com,Bob\n")
+    send = cli("send", "issues/2025-08-08-x.yaml", "--to", "brackets.csv", "--yes", "--verbose")
+    assert_clean_exit(send, 0)
+    assert "[/x] Notes [bold]this[/bold] week" in said(send)
+    assert "not-an-address [/z]" in said(send)
+    write_issue(
+        ws,
+        "2025-08-08-y.yaml",
+        "title: T\narticles:\n  - {headline: H, summary: S, url: '[/y]'}\n",
+    )
+    render = cli("render", "issues/2025-08-08-y.yaml")
+    assert_clean_exit(render, 1)
+    assert "not an absolute http(s) URL: '[/y]'" in said(render)

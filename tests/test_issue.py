@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
 
 from newsletter.content.issue import load_issue
 from newsletter.errors import IssueError
+from tests.commands import assert_clean_exit, bare_workspace, cli, said
 from tests.workspace import MINIMAL_ISSUE, REPO, SAMPLE, write_issue
 
 
@@ -88,10 +90,10 @@ articles:
 
 def test_yaml_syntax_error_names_its_line(tmp_path: Path) -> None:
     path = write_issue(tmp_path, "2025-08-08-x.yaml", "title: A\narticles:\n  - headline: [oops\n")
-    (message,) = problems(path)
-    assert message.startswith(f"{path}:4: YAML syntax error:") or message.startswith(
-        f"{path}:3: YAML syntax error:"
-    )
+    # the parser sees the missing `]` at the end of the file, on the line after the last
+    assert problems(path) == [
+        f"{path}:4: YAML syntax error: expected ',' or ']', but got '<stream end>'"
+    ]
 
 
 def test_empty_binary_and_non_utf8_files(tmp_path: Path) -> None:
@@ -163,3 +165,103 @@ def test_control_characters_and_multiline_headlines_are_refused(tmp_path: Path) 
     assert problems(path) == [
         f"{path}:6: articles[0].headline: contains a control character; remove it"
     ]
+
+
+# --- through render, check and send: each bad file gets its message, and nothing is written --
+
+
+@pytest.fixture
+def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return bare_workspace(tmp_path / "ws", monkeypatch)
+
+
+BOMB = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+"""
+DEEP = "title: " + "[" * 2_000 + "]" * 2_000 + "\n"
+ARTICLES = "articles:\n  - {headline: H, summary: S, url: 'https://example.org/'}\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", r"issues/2025-08-08-x\.yaml: is empty; expected a YAML mapping"),
+        (b"# only a comment\n", r"issues/2025-08-08-x\.yaml: is empty"),
+        (bytes(range(256)) * 4, r"issues/2025-08-08-x\.yaml: is a binary file, not YAML text"),
+        (b"title: caf\xe9\n", r"issues/2025-08-08-x\.yaml:1: is not UTF-8 text"),
+        (BOMB.encode(), r"issues/2025-08-08-x\.yaml:2: YAML syntax error: anchors and aliases"),
+        (DEEP.encode(), r"issues/2025-08-08-x\.yaml:1: YAML syntax error: nested more than 50"),
+        (
+            b"title: One\ntitle: Two\n" + ARTICLES.encode(),
+            r"issues/2025-08-08-x\.yaml:2: title: given twice \(first on line 1\); keep one",
+        ),
+        (
+            b"title: T\ndate: 2025-02-30\n" + ARTICLES.encode(),
+            r"issues/2025-08-08-x\.yaml:2: date: input should be a valid date",
+        ),
+        (
+            b'title: "half a pair: \\uD800"\n' + ARTICLES.encode(),
+            r"issues/2025-08-08-x\.yaml:1: title: the value contains an escape that is no text",
+        ),
+        (
+            b"title: T\n"
+            + ARTICLES.replace("'https://example.org/'", '"https://e.org/a\\nb"').encode(),
+            r"issues/2025-08-08-x\.yaml:3: articles\[0\]\.url: not an absolute http\(s\) URL",
+        ),
+        (
+            ("title: " + "Long " * 60 + "\n" + ARTICLES).encode(),
+            r"issues/2025-08-08-x\.yaml:1: title: as the subject \(none is given\), is 299",
+        ),
+        (
+            b"title: !!python/object/apply:os.system [echo pwned]\n",
+            r"issues/2025-08-08-x\.yaml:1: YAML syntax error: could not determine a constructor",
+        ),
+    ],
+    ids=[
+        "empty",
+        "comment-only",
+        "binary",
+        "latin-1",
+        "yaml-bomb",
+        "deep-nesting",
+        "duplicate-key",
+        "no-such-date",
+        "lone-surrogate",
+        "url-with-newline",
+        "title-too-long-for-a-subject",
+        "python-tag",
+    ],
+)
+def test_a_bad_issue_file_gets_its_message_and_exit_1_and_nothing_is_written(
+    ws: Path, content: bytes, expected: str
+) -> None:
+    (ws / "issues" / "2025-08-08-x.yaml").write_bytes(content)
+    for command in (
+        ["render", "issues/2025-08-08-x.yaml"],
+        ["check", "issues/2025-08-08-x.yaml"],
+        ["send", "issues/2025-08-08-x.yaml", "--to", "list.csv", "--yes"],
+    ):
+        result = cli(*command)
+        assert_clean_exit(result, 1)
+        assert re.search(expected, said(result)), said(result)
+    assert not (ws / "build").exists() and not (ws / "outbox").exists()
+
+
+def test_a_missing_issue_or_templates_or_template_is_named(ws: Path) -> None:
+    result = cli("render", "issues/2099-01-01-nope.yaml")
+    assert_clean_exit(result, 1)
+    assert "issues/2099-01-01-nope.yaml: no such file" in said(result)
+
+    result = cli("render", SAMPLE, "--templates", "no-such-folder")
+    assert_clean_exit(result, 1)
+    assert "no-such-folder: no such templates folder" in said(result)
+
+    (ws / "t").mkdir()
+    (ws / "t" / "email.html").write_text("{% include 'footer.html' %}\n")
+    result = cli("send", SAMPLE, "--to", "list.csv", "--yes", "--templates", "t")
+    assert_clean_exit(result, 1)
+    assert "template footer.html not found in t" in said(result)
+    assert not (ws / "outbox").exists() and not (ws / "build").exists()

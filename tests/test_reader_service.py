@@ -415,7 +415,20 @@ def test_a_signed_webhook_batch_suppresses_with_the_issue_that_caused_it(reader:
         text=True,
         timeout=60,
     )
-    assert "Suppressed since, because of this issue: 1 bounce, 1 complaint" in status.stdout
+    # the webhook's suppressions are the issue's after-send counts: the store is their source
+    assert (
+        "After the send, of 0 sent: 1 bounced (hard), 0 bounced (soft), 1 complained, "
+        "0 unsubscribed" in " ".join(status.stdout.split())
+    )
+    as_json = subprocess.run(
+        [sys.executable, "-m", "newsletter", "status", ISSUE_ID, "--json"],
+        cwd=reader.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    after_send = json.loads(as_json.stdout)["after_send"]
+    assert (after_send["bounced_hard"], after_send["complained"]) == (1, 1)
     repeat = reader.server.request("POST", "/webhooks/sendgrid", body, signed(body))
     assert json.loads(repeat.text) == {"suppressed": 0, "seen": 4}
 

@@ -119,9 +119,8 @@ def test_javascript_links_in_markdown_are_not_links(ws: Path) -> None:
 
 def test_text_part_is_wrapped_and_lists_links_in_full(ws: Path) -> None:
     _, text = personalised(ws, ws / SAMPLE)
-    long_lines = [line for line in text.splitlines() if len(line) > 78 and "http" not in line]
-    assert long_lines == []
-    assert max(len(line) for line in text.splitlines() if "http" not in line) >= 60
+    # filled to the 72 columns of markup.fill, never past them; only a URL may be longer
+    assert max(len(line) for line in text.splitlines() if "http" not in line) == 72
     assert re.search(
         r"^Unsubscribe: https://brief.example.org/unsubscribe\?token=[\w.-]+$", text, re.M
     )
@@ -180,38 +179,69 @@ def test_template_errors_are_clear(ws: Path) -> None:
     custom.mkdir()
     (custom / "email.txt").write_text("line one\n{% for x in %}\n")
     config = load_config(ws / "newsletter.yaml")
-    with pytest.raises(TemplateError, match=r"email.txt:2: "):
+    with pytest.raises(TemplateError) as info:
         render_issue(load_issue(ws / SAMPLE), config, custom)
+    assert (
+        str(info.value)
+        == f"{custom}/email.txt:2: Expected an expression, got 'end of statement block'"
+    )
     (custom / "email.txt").write_text("{{ issue.no_such_field }}\n")
-    with pytest.raises(TemplateError, match=r"email\.txt: .*no_such_field"):
+    with pytest.raises(TemplateError) as info:
         render_issue(load_issue(ws / SAMPLE), config, custom)
+    assert str(info.value) == (
+        "email.txt: 'newsletter.content.render.IssueView object' has no attribute 'no_such_field'"
+    )
     with pytest.raises(TemplateError, match="no such templates folder"):
         render_issue(load_issue(ws / SAMPLE), config, ws / "nope")
 
 
+FALLBACK = 'write {{ subscriber.get("name", "fallback") }} for a fallback'
+
+
 @pytest.mark.parametrize(
-    ("line", "message"),
+    ("line", "message", "hint"),
     [
         (
             "{% if subscriber.name %}Hi{% endif %}",
             r"email\.txt:2: a template tests subscriber\.name",
+            FALLBACK,
         ),
-        ('{{ subscriber.get("name", "") or "there" }}', r"email\.txt:2: .*tests subscriber\.name"),
-        ("{{ subscriber.city[:3] }}", r"email\.txt:2: a template slices subscriber\.city"),
-        ("{{ subscriber.name|truncate(5) }}", r"email\.txt:2: .*slices subscriber\.name"),
-        ("{{ subscriber.name|upper }}", r"^email\.txt: a template changes a subscriber value"),
-        ("{{ unsubscribe_url|title }}", r"^email\.txt: a template changes a subscriber value"),
+        (
+            '{{ subscriber.get("name", "") or "there" }}',
+            r"email\.txt:2: a template tests subscriber\.name",
+            FALLBACK,
+        ),
+        (
+            "{{ subscriber.city[:3] }}",
+            r"email\.txt:2: a template slices subscriber\.city",
+            "e.g. {{ subscriber.city }}",
+        ),
+        (
+            "{{ subscriber.name|truncate(5) }}",
+            r"email\.txt:2: a template slices subscriber\.name",
+            "e.g. {{ subscriber.name }}",
+        ),
+        (
+            "{{ subscriber.name|upper }}",
+            r"^email\.txt: a template changes a subscriber value",
+            "e.g. {{ subscriber.name }}",
+        ),
+        (
+            "{{ unsubscribe_url|title }}",
+            r"^email\.txt: a template changes a subscriber value",
+            "e.g. {{ subscriber.name }}",
+        ),
     ],
 )
 def test_a_template_that_tests_or_changes_a_subscriber_value_is_refused(
-    ws: Path, line: str, message: str
+    ws: Path, line: str, message: str, hint: str
 ) -> None:
     """Those values are filled in after rendering: a test is always true, a change garbles."""
     custom = text_template(ws, f"{{{{ issue.title }}}}\n{line}\n{{{{ unsubscribe_url }}}}\n")
     config = load_config(ws / "newsletter.yaml")
     with pytest.raises(TemplateError, match=message) as info:
         render_issue(load_issue(ws / SAMPLE), config, custom)
-    assert "{{ subscriber" in str(info.value) or "subscriber.get" in str(info.value)
+    assert str(info.value).endswith(hint)  # and says what to write instead
 
 
 def test_subscriber_values_may_be_printed_formatted_and_joined(ws: Path) -> None:

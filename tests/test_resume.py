@@ -1,7 +1,10 @@
-"""A send killed half way (a real process, SIGKILL) and resumed mails no one twice."""
+"""A send stopped half way and run again mails no one twice: killed (a real process,
+SIGKILL), its answers lost (an unknown outcome is reported, never resent unasked), or its
+server unreachable (failed, and the next run sends to everyone once)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,10 +14,17 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from newsletter.config import load_config
+from newsletter.delivery.send import SendOptions, send_issue
+from newsletter.errors import SendStopped
 from newsletter.storage.ledger import Ledger
+from tests.commands import free_port, smtp_env, wait_for
 from tests.sending import ISSUE_ID, SECRET, workspace
-from tests.servers.sendgrid import SendGridServer, slow_answer
-from tests.servers.smtp import SMTPServer
+from tests.servers.holding import HoldingSMTP
+from tests.servers.sendgrid import TEST_API_KEY, SendGridServer, slow_answer
+from tests.servers.smtp import SMTPServer, drop
 from tests.workspace import SAMPLE
 
 
@@ -113,3 +123,101 @@ def test_smtp_send_killed_then_resumed(tmp_path: Path) -> None:
     # issue exactly once.
     assert counts["sent"] + counts["unknown"] == 60
     assert len(missing) <= counts["unknown"] <= 4
+
+
+# --- unknown outcomes are never resent unasked; refused connections are ---------------------
+
+
+def smtp_received(server: SMTPServer) -> Counter[str]:
+    return Counter(r for m in server.messages for r in m.rcpt_tos)
+
+
+def test_a_send_killed_mid_message_leaves_it_unknown_and_its_lock_blocks_nothing(
+    tmp_path: Path,
+) -> None:
+    ws = workspace(tmp_path / "ws", 6, "smtp:\n  connections: 1\n")  # one message in flight
+    holding = HoldingSMTP()
+    try:
+        proc = start_send(ws, smtp_env(holding.port), "-p", "smtp")
+        wait_for(lambda: len(holding.received) == 1, proc)  # the first message is in flight
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    finally:
+        holding.stop()
+    assert ledger_counts(ws) == {"pending": 1}
+    lock = ws / ".newsletter" / "locks" / f"{ISSUE_ID}.lock"
+    assert f"pid={proc.pid}" in lock.read_text()  # the file stays; the kernel dropped its lock
+    with SMTPServer() as server:
+        rerun = start_send(ws, smtp_env(server.port), "-p", "smtp")
+        out, err = rerun.communicate(timeout=60)
+        assert rerun.returncode == 0, err
+        report = json.loads(out)
+        assert (report["sent"], report["unknown_before"]) == (5, 1)
+        # reader 0's message may have arrived: never guessed, so not sent again unasked
+        assert smtp_received(server) == {f"reader{i:05d}@example.com": 1 for i in range(1, 6)}
+        retry = start_send(ws, smtp_env(server.port), "-p", "smtp", "--retry-unknown")
+        out, err = retry.communicate(timeout=60)
+        assert retry.returncode == 0, err
+        assert json.loads(out)["sent"] == 1
+        assert smtp_received(server)["reader00000@example.com"] == 1
+    assert ledger_counts(ws) == {"sent": 6}
+
+
+def test_a_smtp_server_that_drops_before_storing_is_still_unknown(tmp_path: Path) -> None:
+    """The client cannot tell a crash before the queue from a lost answer after it."""
+    ws = workspace(tmp_path / "ws", 4, "smtp:\n  connections: 1\n")  # reader00000 is dropped
+    with SMTPServer() as server:
+        server.inject(drop(stored=False))
+        cfg = load_config(ws / "newsletter.yaml", env=smtp_env(server.port))
+        report = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp"))
+        assert (report.sent, report.unknown) == (3, 1)
+        rerun = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp"))
+        assert (rerun.sent, rerun.unknown_before) == (0, 1)
+        assert "reader00000@example.com" not in smtp_received(server)  # reported, never guessed
+
+
+@pytest.mark.parametrize("provider", ["smtp", "sendgrid"])
+def test_a_refused_connection_is_failed_and_the_next_run_sends_to_everyone_once(
+    tmp_path: Path, provider: str
+) -> None:
+    ws = workspace(tmp_path / "ws", 12, "sendgrid:\n  batch_size: 5\n")
+    dead = {
+        "smtp": smtp_env(free_port()),
+        "sendgrid": {
+            "SENDGRID_API_KEY": TEST_API_KEY,
+            "SENDGRID_API_HOST": f"http://127.0.0.1:{free_port()}",
+            "NEWSLETTER_SECRET": SECRET,
+        },
+    }[provider]
+    options = SendOptions(provider=provider, max_attempts=3, backoff=0.0, max_backoff=0.0)
+    with pytest.raises(SendStopped, match="gave up after 3 tries") as info:
+        send_issue(
+            load_config(ws / "newsletter.yaml", env=dead),
+            ws / SAMPLE,
+            ws / "list.csv",
+            options,
+            sleep=lambda s: None,
+        )
+    assert info.value.report.sent == 0
+    # provably not delivered; SMTP marks each message as it leaves, and none left
+    assert set(ledger_counts(ws)) == ({"failed"} if provider == "sendgrid" else set())
+    with SendGridServer(TEST_API_KEY) as sendgrid, SMTPServer() as smtp:
+        live = {
+            "smtp": smtp_env(smtp.port),
+            "sendgrid": {
+                "SENDGRID_API_KEY": TEST_API_KEY,
+                "SENDGRID_API_HOST": sendgrid.url,
+                "NEWSLETTER_SECRET": SECRET,
+            },
+        }[provider]
+        report = send_issue(
+            load_config(ws / "newsletter.yaml", env=live), ws / SAMPLE, ws / "list.csv", options
+        )
+        got = (
+            smtp_received(smtp)
+            if provider == "smtp"
+            else Counter(d.email for d in sendgrid.deliveries())
+        )
+    assert report.sent == 12 and report.unknown_before == 0
+    assert got == {f"reader{i:05d}@example.com": 1 for i in range(12)}
+    assert ledger_counts(ws) == {"sent": 12}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +24,12 @@ from newsletter.lists.subscribers import (
     Skipped,
     SkipReason,
     Subscriber,
-    append_suppressions,
     read_subscribers,
 )
+from newsletter.lists.suppression_csv import append_suppressions
+from tests.commands import assert_clean_exit, bare_workspace, cli, files_under, said
+from tests.sending import readers
+from tests.workspace import SAMPLE
 
 DATA = Path(__file__).parent / "data" / "subscribers"
 EXAMPLE = Path(__file__).parents[1] / "subscribers.example.csv"
@@ -785,3 +792,99 @@ def test_what_the_fast_path_accepts_the_library_accepts_identically(raw: str) ->
     fast = fast_normalise(raw)
     if fast is not None:
         assert email_validator.validate_email(raw, check_deliverability=False).normalized == fast
+
+
+# --- through send: a bad list stops it before anything is sent; a bad row is skipped -------
+
+
+@pytest.fixture
+def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return bare_workspace(tmp_path / "ws", monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "list.csv: the file is empty"),
+        (b"\n\n \n", "list.csv: the file is empty"),
+        (bytes(range(256)) * 4, "list.csv:1: contains a NUL byte, so it is not CSV text"),
+        (b"mail,name\nann@example.com,Ann\n", "list.csv:1: no `email` column; the header has"),
+        (b"email,name," + b"x" * 200_000 + b"\n", "list.csv:1: the header line is not valid CSV"),
+    ],
+    ids=["empty", "blank-lines", "binary", "wrong-header", "gigantic-header"],
+)
+def test_a_bad_list_gets_its_message_and_exit_1_before_anything_is_sent(
+    ws: Path, content: bytes, expected: str
+) -> None:
+    (ws / "list.csv").write_bytes(content)
+    for extra in (["--dry-run"], ["--yes"]):
+        result = cli("send", SAMPLE, "--to", "list.csv", *extra)
+        assert_clean_exit(result, 1)
+        assert expected in said(result)
+    assert not (ws / "outbox").exists()
+
+
+def test_a_gigantic_field_is_a_malformed_row_with_its_line_and_the_rest_is_sent(
+    ws: Path,
+) -> None:
+    rows = ["email,name", "ann@example.com,Ann", "bob@example.com," + "B" * 300_000]
+    rows += ["carol@example.com,Carol", 'dave@example.com,"Dave\nBcc: all@example.net"']
+    rows += ["erin@example.com,Erin"]
+    (ws / "list.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = cli("send", SAMPLE, "--to", "list.csv", "--yes", "--verbose")
+    assert_clean_exit(result, 0)
+    out = said(result)
+    assert (
+        "line 3: (empty): malformed row: not valid CSV (field larger than field limit (131072))"
+        in out
+    )
+    assert "line 5: dave@example.com: malformed row: the name contains a line break" in out
+    assert outbox_to(ws) == [
+        "Ann <ann@example.com>",
+        "Carol <carol@example.com>",
+        "Erin <erin@example.com>",
+    ]
+
+
+def outbox_to(ws: Path) -> list[str]:
+    return sorted(
+        str(email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["To"])
+        for p in files_under(ws / "outbox")
+    )
+
+
+PEAK_MEMORY_SCRIPT = """
+import sys
+from pathlib import Path
+from newsletter.lists.subscribers import read_subscribers
+n = 0
+with read_subscribers(Path(sys.argv[1])) as stream:
+    for row in stream:
+        n += 1
+# VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(n, peak.split()[1])
+"""
+
+
+def rows_and_peak_kb(path: Path) -> tuple[int, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY_SCRIPT, str(path)],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_a_big_list_streams_in_constant_memory(tmp_path: Path) -> None:
+    """Ten times the rows, the same memory: the list is never held (test_soak reads 200 MB)."""
+    small, big = tmp_path / "small.csv", tmp_path / "big.csv"
+    small.write_text(readers(10_000), encoding="utf-8")
+    big.write_text(readers(100_000), encoding="utf-8")
+    rows_small, peak_small = rows_and_peak_kb(small)
+    rows_big, peak_big = rows_and_peak_kb(big)
+    assert (rows_small, rows_big) == (10_000, 100_000)
+    # 100,000 subscribers held in memory would take some 30 MB more
+    assert peak_big - peak_small < 4_000, (peak_small, peak_big)

@@ -30,6 +30,10 @@ Outcomes:
 With `record=PATH` (the CLI passes `<state_dir>/links.json`), each URL's outcome is kept
 with the time it was checked, so `newsletter links ISSUE` can show what is dead without
 fetching anything again.
+
+Over 400 lines: fetching (HEAD, then GET; each redirect hop followed by hand) and sorting
+the answers into the outcomes above are one idea, and the edge cases of each are the
+other's input.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ The ledger is written from the calling thread only; requests run on a pool. A ba
 `pending` in the ledger before its request leaves and is settled (`sent`, `failed`,
 `unknown`, with any `rejected` recipients) after its answer, in the order batches started.
 Retrying lives here, once, for every provider.
+
+Over 400 lines: the retry loop, the worker threads' per-message marks and the stop
+handling all keep to that one ordering rule, and are easiest to check against it side
+by side.
 """
 
 from __future__ import annotations

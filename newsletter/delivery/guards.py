@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from newsletter.console import plural
 from newsletter.content.check import preflight
 from newsletter.delivery.campaign import Campaign
 from newsletter.storage.ledger import Ledger, is_rehearsal
+from newsletter.words import plural
 
 #: The flags that override each kind of refusal, as the CLI spells them.
 FORCE_FLAG = "--force"

@@ -2,9 +2,16 @@
 
 Mailbox providers judge a sender by these rates. Gmail's rules for bulk senders: keep
 spam complaints under 0.3%, and ideally under 0.1%; a permanent failure rate of 1% or
-more (Buttondown's line) means the list holds dead addresses. `issue_feedback` counts
-each address once per kind, from the bounce state that `newsletter bounces` and
-`newsletter sync sendgrid` keep, and says when a rate passes one of those lines.
+more (Buttondown's line) means the list holds dead addresses. `issue_feedback` says when
+a rate passes one of those lines.
+
+The suppressions an issue led to are counted from one place, the store, whatever wrote
+them: `newsletter bounces`, `newsletter sync sendgrid`, the SMTP server's refusals during
+the send, SendGrid's webhook and the reader service's unsubscribes. Each address counts
+once (the store keeps one suppression per address, with the issue that led to it); a
+soft-bounce streak that ended in a suppression counts as a bounce, since the address is
+dead by then. Soft bounces that did not (yet) suppress anyone are no suppression: they
+come from the bounce state that `newsletter bounces` and `sync sendgrid` keep.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 
 from newsletter.config import Config
 from newsletter.storage.bounces import existing_state
+from newsletter.storage.store import open_existing_store
 
 COMPLAINTS_WARN = 0.001
 COMPLAINTS_LIMIT = 0.003
@@ -48,20 +56,26 @@ class IssueFeedback:
 
 
 def issue_feedback(config: Config, issue: str, sent: int) -> IssueFeedback | None:
-    """Bounces, complaints and unsubscribes recorded for `issue`, with warnings; None if
-    neither `newsletter bounces` nor `newsletter sync` has run here."""
+    """Bounces, complaints and unsubscribes that `issue` led to, with warnings; None if
+    nothing is known: no suppression names the issue and no bounce run has looked."""
+    suppressed: dict[str, int] = {}
+    store = open_existing_store(config)
+    if store is not None:
+        with store:
+            suppressed = store.suppressions_by_issue(issue)
     state = existing_state(config.state_dir)
-    if state is None:
+    if state is None and not suppressed:
         return None
-    with state:
-        counts = state.issue_counts(issue)
-    hard = counts["hard"] + counts["invalid"]
+    soft = 0
+    if state is not None:
+        with state:
+            soft = state.issue_counts(issue)["soft"]
     found = IssueFeedback(
         sent,
-        hard=hard,
-        soft=counts["soft"],
-        complained=counts["complaint"],
-        unsubscribed=counts["unsubscribe"],
+        hard=suppressed.get("bounce", 0),
+        soft=soft,
+        complained=suppressed.get("complaint", 0),
+        unsubscribed=suppressed.get("unsubscribe", 0),
     )
     found.warnings.extend(thresholds(found))
     return found

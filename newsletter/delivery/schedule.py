@@ -21,7 +21,6 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from newsletter.config import Config, secrets
-from newsletter.console import plural
 from newsletter.delivery.providers import PROVIDERS
 from newsletter.delivery.ratelimit import describe
 from newsletter.delivery.report import Report
@@ -37,6 +36,7 @@ from newsletter.errors import (
 from newsletter.storage.ledger import Ledger
 from newsletter.storage.schedules import SCHEDULED, Schedule
 from newsletter.storage.store import existing_ledger, open_store
+from newsletter.words import plural
 
 #: Room left for the requests of a long send below the provider's window: a time right at
 #: its edge would be past it for the last batches.

@@ -5,9 +5,11 @@ every batch as `pending` before its request leaves and as `sent`, `failed` or `u
 after, so a rerun (or a resume after a crash) mails exactly those who have not had the
 issue.
 
-A little over 400 lines: `dry_run`, `send_issue` and `send_test` share the classifying,
-manifest and readiness steps they are made of; the batch loop is `batches`, the providers
-are `providers/`.
+Over 400 lines (about 730): `dry_run`, `send_issue` and `send_test` share the classifying,
+manifest, readiness and skip-log steps they are made of, and `send_issue` is one ordered
+sequence of steps and their cleanup (lock, ledger row, stop request, bounces) that reads
+best whole. The batch loop is `batches`, the providers are `providers/`; the skip log and
+the manifest steps are what would move out next.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import TypeVar
 
 from newsletter import __version__
 from newsletter.config import Config, redact, secrets
-from newsletter.console import plural
 from newsletter.content.render import PACKAGE_TEMPLATES
 from newsletter.delivery.batches import BatchSender, Retries
 from newsletter.delivery.campaign import Campaign, prepare
@@ -72,6 +73,7 @@ from newsletter.storage.store import (
     open_existing_store,
     open_store,
 )
+from newsletter.words import plural
 
 __all__ = [
     "Report",
@@ -466,7 +468,7 @@ def dry_run(
     limit = rate_limit(config, options.provider)
     if limit is not None:
         report.rate_limit = f"{limit.text} ({options.provider}.rate_limit)"
-        with Ledger(config.ledger_path) if config.ledger_path.exists() else nullcontext() as led:
+        with existing_ledger(config) or nullcontext() as led:
             already = len(_earlier(limit, led, options.provider))
         report.rate_seconds = limit.duration(report.to_send, already)
     if nobody := _nobody_mailed(report, list_path, options):

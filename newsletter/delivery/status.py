@@ -21,7 +21,7 @@ from newsletter.delivery.schedule import zone
 from newsletter.errors import NoSendError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
 from newsletter.storage.schedules import Schedule
-from newsletter.storage.store import existing_ledger, open_existing_store
+from newsletter.storage.store import existing_ledger
 
 #: The order a person reads the states in: delivered first, then what needs a decision.
 ORDER = ("sent", "unknown", "pending", "failed", "rejected")
@@ -35,9 +35,8 @@ class IssueStatus:
     recipients: Counter[str]  # by status: real deliveries
     #: The outbox's rehearsals, by status: mail no reader got, kept apart.
     rehearsal: Counter[str] = dataclasses.field(default_factory=Counter)
-    after_send: IssueFeedback | None = None  # bounces, complaints, unsubscribes
-    #: Suppressions since, that its mail led to (bounces, complaints, unsubscribes), by kind.
-    suppressed: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Bounces, complaints and unsubscribes its mail led to (the store's suppressions).
+    after_send: IssueFeedback | None = None
     #: Sends held by the provider for a set time (`send --at`), cancelled or not.
     schedules: list[Schedule] = dataclasses.field(default_factory=list)
     #: The zone to show times in (`timezone:`); None: this machine's.
@@ -51,7 +50,6 @@ class IssueStatus:
             "rehearsal": {s: self.rehearsal[s] for s in ORDER},
             "sends": [dataclasses.asdict(s) for s in self.sends],
             "after_send": self.after_send.to_json() if self.after_send else None,
-            "suppressed": self.suppressed,
             "scheduled": [dataclasses.asdict(s) for s in self.schedules],
         }
 
@@ -92,12 +90,7 @@ def issue_status(config: Config, issue: str) -> IssueStatus:
             schedules=ledger.schedules(issue),
             timezone=zone(config),
         )
-    found = dataclasses.replace(found, after_send=issue_feedback(config, issue, counts["sent"]))
-    store = open_existing_store(config)
-    if store is not None:
-        with store:
-            found.suppressed.update(store.suppressions_by_issue(issue))
-    return found
+    return dataclasses.replace(found, after_send=issue_feedback(config, issue, counts["sent"]))
 
 
 def backup_ledger(config: Config, dest: Path) -> None:

@@ -30,7 +30,8 @@ from newsletter.lists.mailboxes import Mailbox, Returned
 from newsletter.lists.suppressions import SuppressionSink
 from newsletter.lists.verp import VerpResolver
 from newsletter.storage.bounces import BounceState, Event
-from newsletter.storage.ledger import SENT, UNKNOWN, Ledger
+from newsletter.storage.ledger import SENT, UNKNOWN
+from newsletter.storage.store import existing_ledger
 
 EventKind = Literal["hard", "soft", "complaint", "unsubscribe", "block", "invalid"]
 #: What suppressions.csv says for each kind.
@@ -69,8 +70,9 @@ class LedgerHistory:
     def _history(self) -> dict[str, list[tuple[str, str]]]:
         if self._sent is None:
             sent: dict[str, list[tuple[str, str]]] = defaultdict(list)
-            if self.config.ledger_path.is_file():
-                with Ledger(self.config.ledger_path) as ledger:
+            ledger = existing_ledger(self.config)
+            if ledger is not None:
+                with ledger:
                     for issue in dict.fromkeys(s.issue for s in ledger.sends()):
                         for d in ledger.deliveries(issue, rehearsal=False):
                             if d.status in (SENT, UNKNOWN):

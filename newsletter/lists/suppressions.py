@@ -29,7 +29,7 @@ from newsletter.config import Config
 from newsletter.errors import SubscribersError, UsageError
 from newsletter.lists.addresses import address_key, validate_address
 from newsletter.lists.cells import restore
-from newsletter.lists.subscribers import append_suppressions
+from newsletter.lists.suppression_csv import append_suppressions
 from newsletter.storage.bounces import existing_state
 from newsletter.storage.store import Store, SuppressionKind, open_store
 from newsletter.storage.store import Suppression as StoredSuppression

@@ -23,7 +23,7 @@ from newsletter.config import Config
 from newsletter.errors import ConfigError
 from newsletter.lists.addresses import address_key
 from newsletter.lists.tokens import SECRET_ENV, purpose_mac
-from newsletter.storage.ledger import Ledger
+from newsletter.storage.store import existing_ledger
 
 PURPOSE = "verp"
 _MAC_BYTES = 10  # 16 base32 characters
@@ -109,7 +109,10 @@ class VerpResolver:
         if issue not in self._macs:
             secret = _secret(self.config)
             list_id = self.config.list_id
-            with Ledger(self.config.ledger_path) as ledger:
+            ledger = existing_ledger(self.config)
+            if ledger is None:
+                return {}
+            with ledger:
                 self._macs[issue] = {
                     _mac(secret, list_id, issue, d.email): d.email for d in ledger.deliveries(issue)
                 }
@@ -117,7 +120,8 @@ class VerpResolver:
 
 
 def _ledger_issues(config: Config) -> list[str]:
-    if not config.ledger_path.is_file():
+    ledger = existing_ledger(config)
+    if ledger is None:
         return []
-    with Ledger(config.ledger_path) as ledger:
+    with ledger:
         return sorted({s.issue for s in ledger.sends()}, reverse=True)

@@ -11,6 +11,10 @@ webhook batch arrives or a SendGrid workspace mails a confirmation.
     POST /subscribe             sends the confirmation mail; the same answer for any address
     GET  /confirm?token=T       a button; POST /confirm?token=T subscribes and records consent
     POST /webhooks/sendgrid     signed event batches: bounces and complaints are suppressed
+
+Over 400 lines: one short handler per route above, sharing the token checks, the form's
+CSRF binding and the page rendering; the webhook's parsing and verification live in
+`web/webhook.py`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
     sendgrid.SendGridServer   POST /v3/mail/send, checked against SendGrid's OpenAPI spec
                               and the limits the live API enforces; faults on demand.
     smtp.SMTPServer           aiosmtpd, storing every message; AUTH, refusals, faults on demand.
+    holding.HoldingSMTP       takes each message and answers only when the test says so.
 
-Both are context managers that bind a free port, run in a thread, and shut down cleanly.
+The first two are context managers that bind a free port, run in a thread, and shut down
+cleanly.
 """

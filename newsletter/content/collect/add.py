@@ -187,12 +187,13 @@ def add_from_feeds(
 
 def last_sent_date(config: Config) -> dt.date | None:
     """The date of the newest issue the ledger says someone received."""
-    from newsletter.storage.ledger import Ledger
+    from newsletter.storage.store import existing_ledger
 
-    if not config.ledger_path.is_file():
+    ledger = existing_ledger(config)
+    if ledger is None:
         return None
     dated = sorted(_issue_files(config), reverse=True)
-    with Ledger(config.ledger_path) as ledger:
+    with ledger:
         for date, path in dated:
             if ledger.was_sent(path.stem):
                 return date
@@ -271,10 +272,11 @@ def _target(config: Config, given: Path | None) -> tuple[Path, bool]:
     upcoming = [(d, p) for d, p in sorted(_issue_files(config)) if d >= today]
     if upcoming:
         sent: set[str] = set()
-        if config.ledger_path.is_file():
-            from newsletter.storage.ledger import Ledger
+        from newsletter.storage.store import existing_ledger
 
-            with Ledger(config.ledger_path) as ledger:
+        ledger = existing_ledger(config)
+        if ledger is not None:
+            with ledger:
                 sent = {p.stem for _, p in upcoming if ledger.was_sent(p.stem)}
         for _, path in upcoming:
             if path.stem not in sent:
