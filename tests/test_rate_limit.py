@@ -82,8 +82,10 @@ def test_an_smtp_send_keeps_to_the_rate_over_every_connection(tmp_path: Path) ->
         took = time.monotonic() - started
     assert report.sent == 30 and len(server.messages) == 30
     assert took >= 0.95  # 20 at once, the other 10 a second later
-    at = sorted(m.at for m in server.messages)
-    assert all(sum(1 for t in at if s <= t < s + 0.9) <= 20 for s in at)
+    # The limiter grants the second 20 no earlier than a second after it started, and a
+    # loaded machine only delays arrivals: so the first second holds at most 20 whatever the
+    # load (a window over arrivals would count delayed first-second mail with the next).
+    assert sum(1 for m in server.messages if m.at < started + 1.0) <= 20
 
 
 def test_a_daily_cap_stops_the_send_cleanly_and_the_rerun_too(tmp_path: Path) -> None:
