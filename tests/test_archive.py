@@ -382,8 +382,8 @@ def test_archive_command(ws: Path) -> None:
     assert result.exit_code == 0, result.output
     # every 2025 issue is past by now; 2999 is not
     assert (
-        "wrote site/: index.html, style.css, favicon.svg, feed.xml, rss.xml and 5 issue pages\n"
-        in result.output
+        "wrote site/: index.html, style.css, favicon.svg, favicon.ico, feed.xml, rss.xml "
+        "and 5 issue pages\n" in result.output
     )
     assert "not published yet: 2999-01-01-far (neither sent nor past their date" in result.output
     assert (ws / "site" / "2025-08-01-north-korea.html").is_file()
@@ -391,7 +391,8 @@ def test_archive_command(ws: Path) -> None:
     result = runner.invoke(app, ["archive", "--out", "public", "--drafts"])
     assert result.exit_code == 0, result.output
     assert (
-        "wrote public/: index.html, style.css, favicon.svg, feed.xml, rss.xml and 6 issue pages, "
+        "wrote public/: index.html, style.css, favicon.svg, favicon.ico, feed.xml, rss.xml "
+        "and 6 issue pages, "
         "1 of" in result.output
     )
     assert (ws / "public" / "2999-01-01-far.html").is_file()

@@ -39,6 +39,7 @@ from newsletter.content.language import Language
 from newsletter.content.render import IssueView, _render, environment
 from newsletter.errors import IssueError, Problem, TemplateError, UsageError
 from newsletter.storage.store import existing_ledger
+from newsletter.web.favicon import favicon_ico
 
 SITE_DIR = "site"
 INDEX = "index.html"
@@ -46,6 +47,8 @@ STYLE = "style.css"
 ATOM = "feed.xml"
 RSS = "rss.xml"
 FAVICON = "favicon.svg"
+#: What browsers and feed readers ask for whatever the pages name.
+FAVICON_ICO = "favicon.ico"
 #: Each issue's content hash and the time it was first built with it, for feed `updated`.
 UPDATES = ".newsletter-updates.json"
 #: Marks a folder as this module's output and lists what it wrote there.
@@ -276,11 +279,13 @@ def render_site(
         "index": INDEX,
         "style": STYLE,
         "favicon": FAVICON,
+        "favicon_ico": FAVICON_ICO,
     }
-    files = {
+    files: dict[str, str | bytes] = {
         INDEX: _render(env, "archive/index.html", {**common, "entries": entries}),
         STYLE: _source(env, "archive/style.css"),
         FAVICON: _render(env, "archive/favicon.svg", common),
+        FAVICON_ICO: favicon_ico(),
         UPDATES: _updates_file(entries),
     }
     for i, entry in enumerate(entries):
@@ -309,7 +314,10 @@ def render_site(
         }
         files[ATOM] = atom_feed(recent, config, bodies)
         files[RSS] = rss_feed(recent, config, bodies)
-    return {name: text.encode("utf-8") for name, text in files.items()}
+    return {
+        name: text.encode("utf-8") if isinstance(text, str) else text
+        for name, text in files.items()
+    }
 
 
 def _source(env: jinja2.Environment, name: str) -> str:
