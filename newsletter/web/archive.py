@@ -275,6 +275,7 @@ def render_site(
             "web_base_url": s.web_base_url,
             "subscribe_url": config.subscribe_url,
         },
+        "words": config.language.words,
         "feeds": {"atom": ATOM, "rss": RSS} if feeds else None,
         "index": INDEX,
         "style": STYLE,
@@ -368,7 +369,7 @@ def atom_feed(entries: list[Entry], config: Config, bodies: Mapping[str, str]) -
     feed = ET.Element(f"{{{ATOM_NS}}}feed", {XML_LANG: config.language.tag})
     sub(feed, "id", f"{base}/")
     sub(feed, "title", s.name)
-    sub(feed, "subtitle", f"Every issue of {s.name}")
+    sub(feed, "subtitle", config.language.words["every_issue"] % s.name)
     sub(feed, "updated", _rfc3339(_updated(entries)))
     sub(feed, "link", rel="self", type="application/atom+xml", href=f"{base}/{ATOM}")
     sub(feed, "link", rel="alternate", type="text/html", href=f"{base}/")
@@ -403,7 +404,7 @@ def rss_feed(entries: list[Entry], config: Config, bodies: Mapping[str, str]) ->
 
     sub(channel, "title", s.name)
     sub(channel, "link", f"{base}/")
-    sub(channel, "description", f"Every issue of {s.name}")
+    sub(channel, "description", config.language.words["every_issue"] % s.name)
     sub(channel, "language", config.language.tag)
     sub(channel, "lastBuildDate", format_datetime(_updated(entries)))
     sub(channel, "generator", f"newsletter {__version__}")
