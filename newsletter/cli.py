@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from newsletter import __version__
+from newsletter.cli_help import PlainTyper
 from newsletter.console import (
     console,
     escape,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-app = typer.Typer(
+app = PlainTyper(
     name="newsletter",
     help="Write each issue as a YAML file, preview it, and send it to every subscriber once.",
     no_args_is_help=True,
@@ -200,21 +201,32 @@ def new(
 def add(
     ctx: typer.Context,
     urls: Annotated[
-        list[str] | None, typer.Argument(help="Links to add.", show_default=False)
+        list[str] | None, typer.Argument(metavar="URL", help="Links to add.", show_default=False)
     ] = None,
     issue: Annotated[
         Path | None,
         typer.Option(
-            "--issue", help="The issue file (default: the next unsent one, or a new one)."
+            "--issue",
+            metavar="FILE",
+            help="The issue file [default: the next unsent one, or a new one].",
+            show_default=False,
         ),
     ] = None,
     section: Annotated[
         str | None,
-        typer.Option("--section", help="Add to the section with this title (made if missing)."),
+        typer.Option(
+            "--section",
+            metavar="TITLE",
+            help="Add to the section with this title (made if missing).",
+        ),
     ] = None,
     from_feed: Annotated[
         list[str] | None,
-        typer.Option("--from-feed", help="An RSS or Atom feed: add its new entries (repeatable)."),
+        typer.Option(
+            "--from-feed",
+            metavar="URL",
+            help="An RSS or Atom feed: add its new entries (repeatable).",
+        ),
     ] = None,
     from_feeds: Annotated[
         bool, typer.Option("--from-feeds", help="Add the new entries of every feed in sources:.")
@@ -224,7 +236,8 @@ def add(
         typer.Option(
             "--since",
             formats=["%Y-%m-%d"],
-            help="Feed entries from this day on, YYYY-MM-DD (default: the last sent issue's date).",
+            metavar="DATE",
+            help="Feed entries from this day on, YYYY-MM-DD [default: the last sent issue's date].",
             show_default=False,
         ),
     ] = None,
@@ -238,7 +251,10 @@ def add(
         ),
     ] = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each page.")
+        float,
+        typer.Option(
+            "--timeout", min=0.1, metavar="SECONDS", help="Seconds to wait for each page."
+        ),
     ] = 15.0,
 ) -> None:
     """Fetch links and add each as an article (headline, teaser, image, source) to an issue."""
@@ -816,8 +832,12 @@ def unsubscribe(
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one.")] = 8080,
+    host: Annotated[
+        str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", help="Port; 0 picks a free one.")
+    ] = 8080,
 ) -> None:
     """Run the reader service: one-click unsubscribe, signups, SendGrid's event webhook."""
     with _errors():
@@ -831,12 +851,14 @@ def serve(
         run(app_, sock)
 
 
-audience_app = typer.Typer(
+audience_app = PlainTyper(
     help="The audience the reader service shares: list, add, remove, import and export.",
     no_args_is_help=True,
 )
 app.add_typer(audience_app, name="audience")
-AddressArg = Annotated[str, typer.Argument(help="An email address.", show_default=False)]
+AddressArg = Annotated[
+    str, typer.Argument(metavar="ADDRESS", help="An email address.", show_default=False)
+]
 
 
 @audience_app.command("list")
@@ -845,7 +867,9 @@ def audience_list(
     status: Annotated[
         str | None,
         typer.Option(
-            "--status", help="Only subscribed, pending, unsubscribed, bounced or complained."
+            "--status",
+            metavar="STATUS",
+            help="Only subscribed, pending, unsubscribed, bounced or complained.",
         ),
     ] = None,
 ) -> None:
@@ -864,7 +888,7 @@ def audience_list(
 def audience_add(
     ctx: typer.Context,
     address: AddressArg,
-    name: Annotated[str, typer.Option("--name", help="The reader's name.")] = "",
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="The reader's name.")] = "",
 ) -> None:
     """Add a subscriber by hand (consent: added by the editor, now)."""
     with _errors():
@@ -905,7 +929,7 @@ def audience_resubscribe(ctx: typer.Context, address: AddressArg) -> None:
 @audience_app.command("import")
 def audience_import(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A CSV file with an email column.")],
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="A CSV file with an email column.")],
     suppressions: Annotated[
         bool, typer.Option("--suppressions", help="The file is a suppression list.")
     ] = False,
@@ -937,7 +961,7 @@ def audience_import(
 @audience_app.command("export")
 def audience_export(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="The CSV file to write.")],
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="The CSV file to write.")],
     suppressions: Annotated[
         bool, typer.Option("--suppressions", help="Export the suppression list instead.")
     ] = False,
@@ -1002,6 +1026,7 @@ def bounces(
     mailbox: Annotated[
         str,
         typer.Argument(
+            metavar="MAILBOX",
             help="The bounce mailbox: a Maildir folder, an mbox file, or "
             "imaps://USER@HOST[:PORT]/FOLDER (password in NEWSLETTER_IMAP_PASSWORD).",
             show_default=False,
@@ -1051,7 +1076,7 @@ def bounces(
             )
 
 
-sync_app = typer.Typer(
+sync_app = PlainTyper(
     help="Pull what a provider learnt after the send into the suppressions.",
     no_args_is_help=True,
 )
@@ -1066,6 +1091,7 @@ def sync_sendgrid(
         typer.Option(
             "--since",
             formats=["%Y-%m-%d"],
+            metavar="DATE",
             help="Read from this day (UTC) on, to backfill [default: where the last sync ended].",
             show_default=False,
         ),
@@ -1100,7 +1126,7 @@ def sync_sendgrid(
         )
 
 
-suppressions_app = typer.Typer(
+suppressions_app = PlainTyper(
     help="Who gets no more mail, and why: list, export, remove.",
     invoke_without_command=True,
 )
@@ -1112,11 +1138,17 @@ def suppressions(
     ctx: typer.Context,
     reason: Annotated[
         str | None,
-        typer.Option("--reason", help="Only reasons containing this, e.g. bounce or complaint."),
+        typer.Option(
+            "--reason",
+            metavar="TEXT",
+            help="Only reasons containing this, e.g. bounce or complaint.",
+        ),
     ] = None,
     since: Annotated[
         datetime | None,
-        typer.Option("--since", formats=["%Y-%m-%d"], help="Only those added on or after."),
+        typer.Option(
+            "--since", formats=["%Y-%m-%d"], metavar="DATE", help="Only those added on or after."
+        ),
     ] = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print them as CSV, to export.")] = False,
 ) -> None:
@@ -1149,8 +1181,11 @@ def suppressions(
 @suppressions_app.command("remove")
 def suppressions_remove(
     ctx: typer.Context,
-    address: Annotated[str, typer.Argument(help="The address to mail again.", show_default=False)],
-    why: Annotated[str, typer.Option("--why", help="Why, for the log.")] = "",
+    address: Annotated[
+        str,
+        typer.Argument(metavar="ADDRESS", help="The address to mail again.", show_default=False),
+    ],
+    why: Annotated[str, typer.Option("--why", metavar="TEXT", help="Why, for the log.")] = "",
 ) -> None:
     """Take an address off the suppression list; logged with who and when."""
     with _errors():

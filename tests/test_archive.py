@@ -18,11 +18,12 @@ from typer.testing import CliRunner
 from newsletter.cli import app
 from newsletter.config import Config, load_config
 from newsletter.content.issue import load_issue
-from newsletter.content.render import render_issue
+from newsletter.content.render import PACKAGE_TEMPLATES, render_issue
 from newsletter.errors import UsageError
 from newsletter.storage.ledger import Ledger, Manifest
 from newsletter.web import archive
 from newsletter.web.archive import build_archive
+from tests.test_email_contrast import contrast
 from tests.workspace import make_workspace, write_issue
 
 runner = CliRunner()
@@ -382,8 +383,8 @@ def test_archive_command(ws: Path) -> None:
     assert result.exit_code == 0, result.output
     # every 2025 issue is past by now; 2999 is not
     assert (
-        "wrote site/: index.html, style.css, favicon.svg, feed.xml, rss.xml and 5 issue pages\n"
-        in result.output
+        "wrote site/: index.html, style.css, favicon.svg, favicon.ico, feed.xml, rss.xml "
+        "and 5 issue pages\n" in result.output
     )
     assert "not published yet: 2999-01-01-far (neither sent nor past their date" in result.output
     assert (ws / "site" / "2025-08-01-north-korea.html").is_file()
@@ -391,7 +392,8 @@ def test_archive_command(ws: Path) -> None:
     result = runner.invoke(app, ["archive", "--out", "public", "--drafts"])
     assert result.exit_code == 0, result.output
     assert (
-        "wrote public/: index.html, style.css, favicon.svg, feed.xml, rss.xml and 6 issue pages, "
+        "wrote public/: index.html, style.css, favicon.svg, favicon.ico, feed.xml, rss.xml "
+        "and 6 issue pages, "
         "1 of" in result.output
     )
     assert (ws / "public" / "2999-01-01-far.html").is_file()
@@ -469,3 +471,22 @@ def test_templates_can_be_overridden(ws: Path) -> None:
     build_archive(config_of(ws), today=TODAY, templates=ws / "mine")
     assert (ws / "site" / "style.css").read_text() == "body { color: red }\n"
     assert "Week two" in (ws / "site" / "index.html").read_text()  # the rest: the defaults
+
+
+def test_the_signup_form_is_styled_as_one_with_readable_colours_and_44px_targets() -> None:
+    """Unstyled, the archive's form was a small grey field and a grey system button: the
+    one thing a reader who found the archive might do looked unfinished."""
+    css = (PACKAGE_TEMPLATES / "archive" / "style.css").read_text("utf-8")
+    light, dark = (
+        dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{3,6})", block))
+        for block in css.split("@media (prefers-color-scheme: dark)", 1)
+    )
+    for palette in (light, {**light, **dark}):
+        assert contrast(palette["button-text"], palette["button-bg"]) >= 4.5
+        assert contrast(palette["strong"], palette["bg"]) >= 4.5  # what the reader types
+        assert contrast(palette["muted"], palette["bg"]) >= 4.5  # the placeholder
+        assert contrast(palette["button-bg"], palette["bg"]) >= 3  # the button stands out
+    rules = dict(re.findall(r"(\.subscribe[^{]*)\{([^}]*)\}", css))
+    sized = rules[".subscribe input, .subscribe button "]
+    assert "min-height: 2.75rem" in sized  # 44 px
+    assert "background: var(--button-bg)" in rules[".subscribe button "]

@@ -4,7 +4,9 @@ refreshes, pages carry OpenGraph/Twitter cards, image sizes and an icon."""
 from __future__ import annotations
 
 import datetime as dt
+import struct
 import xml.etree.ElementTree as ET
+import zlib
 from pathlib import Path
 
 import lxml.html
@@ -132,13 +134,37 @@ def test_images_carry_their_size_where_known(config: Config) -> None:
     assert "1200" in (config.root / "site" / "feed.xml").read_text("utf-8")
 
 
-def test_every_page_names_an_icon_that_exists(config: Config) -> None:
-    """Browsers ask for /favicon.ico only when a page names no icon."""
+def read_ico(data: bytes) -> list[tuple[int, int, bytes]]:
+    """The images of an ICO file (width, height, PNG bytes), by its header and directory."""
+    reserved, kind, count = struct.unpack_from("<HHH", data, 0)
+    assert (reserved, kind) == (0, 1) and count >= 1
+    images = []
+    for i in range(count):
+        width, height, _, _, planes, bits, size, offset = struct.unpack_from(
+            "<BBBBHHII", data, 6 + 16 * i
+        )
+        assert planes in (0, 1) and bits == 32 and offset + size <= len(data)
+        images.append((width or 256, height or 256, data[offset : offset + size]))
+    return images
+
+
+def test_every_page_names_icons_that_exist_and_the_ico_is_one(config: Config) -> None:
+    """Browsers, feed readers and link previews ask for /favicon.ico whatever a page names,
+    so the site has one beside the SVG icon, and the pages name both."""
     build_archive(config, today=TODAY)
     site = config.root / "site"
     for name in ("index.html", "2025-08-15-picture.html"):
-        (href,) = page(config, name).xpath("//link[@rel='icon']/@href")
-        assert (site / href).is_file()
+        hrefs = page(config, name).xpath("//link[@rel='icon']/@href")
+        assert hrefs == ["favicon.ico", "favicon.svg"]
+        assert all((site / href).is_file() for href in hrefs)
     icon = ET.parse(site / "favicon.svg").getroot()
     assert icon.tag == "{http://www.w3.org/2000/svg}svg"
     assert "".join(icon.itertext()) == "T"
+    ((width, height, png),) = read_ico((site / "favicon.ico").read_bytes())
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    # the PNG's own header agrees with the ICO's directory, and its chunks are whole
+    assert png[12:16] == b"IHDR" and struct.unpack(">II", png[16:24]) == (width, height) == (32, 32)
+    assert zlib.crc32(png[12:29]) == struct.unpack(">I", png[29:33])[0]
+    (length,) = struct.unpack(">I", png[33:37])
+    assert png[37:41] == b"IDAT" and len(zlib.decompress(png[41 : 41 + length])) == 32 * 129
+    assert png.endswith(b"IEND\xaeB`\x82")

@@ -24,7 +24,7 @@ from tests.servers.dovecot import PASSWORD, DovecotServer
 
 @pytest.fixture(scope="module")
 def imap() -> Iterator[DovecotServer]:
-    """One server for the module (it takes a second to stop); each test has its folder."""
+    """One server for the module; each test has its own folder."""
     with DovecotServer() as server:
         yield server
 

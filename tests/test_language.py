@@ -12,7 +12,7 @@ from newsletter.content.render import render_issue
 from newsletter.delivery.message import sample_recipient
 from newsletter.errors import ConfigError
 from newsletter.web.archive import build_archive
-from tests.workspace import REPO, SAMPLE, make_workspace
+from tests.workspace import MINIMAL_ISSUE, REPO, SAMPLE, make_workspace
 
 BASE_CONFIG = (REPO / "newsletter.yaml").read_text("utf-8")
 
@@ -64,6 +64,7 @@ def test_words_in_the_config_win_and_regions_fall_back_to_their_language(
         ("language: klingon\n", "unknown language 'klingon'"),
         ("words:\n  greting: Hey\n", "unknown words ['greting']"),
         ("words:\n  receiving: Thanks, %s\n", "words.receiving needs two %s"),
+        ("words:\n  every_issue: Every issue\n", "words.every_issue needs one %s"),
     ],
 )
 def test_mistakes_are_config_errors(tmp_path: Path, extra: str, message: str) -> None:
@@ -72,11 +73,57 @@ def test_mistakes_are_config_errors(tmp_path: Path, extra: str, message: str) ->
         load_config(ws / "newsletter.yaml", env={})
 
 
-def test_the_archive_speaks_the_language_too(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path / "ws", config=BASE_CONFIG + "language: he\n")
-    config = load_config(ws / "newsletter.yaml", env={})
+ARCHIVE_WORDS = {
+    "de": {
+        "date": "1. August 2025",
+        "words": ["25. Juli 2025", "Alle Ausgaben", "Ältere Ausgabe", "Neuere Ausgabe",
+                  "Abonnieren", "per E-Mail erhalten", "Im Feedreader folgen:",
+                  "Zum Inhalt springen"],
+    },
+    "he": {
+        "date": "1 באוגוסט 2025",
+        "words": ["25 ביולי 2025", "כל הגיליונות", "הגיליון הקודם", "הגיליון הבא", "הרשמה",
+                  "בדוא״ל", "למעקב בקורא פידים:", "דילוג לתוכן"],
+    },
+}  # fmt: skip
+ENGLISH_ARCHIVE_WORDS = ["All issues", "Older issue", "Newer issue", "Subscribe",
+                         "by email", "Follow it in a feed reader", "Skip to content",
+                         "Every issue of"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("language", "direction"), [("de", "ltr"), ("he", "rtl")])
+def test_the_archive_and_feeds_speak_the_language_too(
+    tmp_path: Path, language: str, direction: str
+) -> None:
+    extra = f"language: {language}\nservice:\n  url: https://news.example.org/reader\n"
+    ws = make_workspace(tmp_path / "ws", config=BASE_CONFIG + extra)
+    config = load_config(ws / "newsletter.yaml", env={"NEWSLETTER_SECRET": "s" * 32})
+    earlier = MINIMAL_ISSUE.replace("date: 2025-08-08", "date: 2025-07-25")
+    (ws / "issues" / "2025-07-25-earlier.yaml").write_text(earlier, "utf-8")
     build_archive(config)
-    page = (ws / "site" / "2025-08-01-north-korea.html").read_text("utf-8")
-    assert '<html lang="he" dir="rtl">' in page
-    assert "1 באוגוסט 2025" in page
-    assert 'xml:lang="he"' in (ws / "site" / "feed.xml").read_text("utf-8")
+    site = ws / "site"
+    index = (site / "index.html").read_text("utf-8")
+    page = (site / "2025-08-01-north-korea.html").read_text("utf-8")
+    atom = (site / "feed.xml").read_text("utf-8")
+    rss = (site / "rss.xml").read_text("utf-8")
+    expected = ARCHIVE_WORDS[language]
+    for html in (index, page):
+        assert f'<html lang="{language}" dir="{direction}">' in html
+        assert expected["date"] in html
+    shown = index + page + (site / "2025-07-25-earlier.html").read_text("utf-8")
+    assert all(word in shown for word in expected["words"]), [
+        word for word in expected["words"] if word not in shown
+    ]
+    assert [word for word in ENGLISH_ARCHIVE_WORDS if word in shown] == []
+    every_issue = config.language.words["every_issue"] % config.settings.name
+    assert f"<subtitle>{every_issue}</subtitle>" in atom
+    assert f"<description>{every_issue}</description>" in rss
+    assert f'xml:lang="{language}"' in atom and f"<language>{language}</language>" in rss
+
+
+def test_the_archive_words_can_be_changed_in_the_config(tmp_path: Path) -> None:
+    extra = "words:\n  all_issues: Back issues\n  every_issue: All of %s\n"
+    ws = make_workspace(tmp_path / "ws", config=BASE_CONFIG + extra)
+    build_archive(load_config(ws / "newsletter.yaml", env={}))
+    index = (ws / "site" / "index.html").read_text("utf-8")
+    assert "<h1>Back issues</h1>" in index and "All of " in index

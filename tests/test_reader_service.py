@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.lists.tokens import PurposeSigner, Signer
 from newsletter.storage.store import open_store
 from newsletter.web.archive import build_archive
+from newsletter.web.favicon import favicon_ico
 from tests.sending import ISSUE_ID, SECRET, readers
 from tests.servers.reader import Answer, ReaderServer, free_port
 from tests.workspace import REPO, SAMPLE, make_workspace
@@ -135,6 +137,14 @@ def test_the_service_imports_and_starts_without_premailer_or_sendgrid(reader: Re
         timeout=60,
     )
     assert done.stdout == "ok\n", done.stderr
+
+
+def test_favicon_ico_is_answered_not_404(reader: Reader) -> None:
+    """Browsers ask every page's host for /favicon.ico; the service's pages get one."""
+    with urllib.request.urlopen(reader.server.url + "/favicon.ico", timeout=10) as answer:
+        assert answer.status == 200
+        assert answer.headers["Content-Type"] == "image/vnd.microsoft.icon"
+        assert answer.read() == favicon_ico()
 
 
 # --- unsubscribe ----------------------------------------------------------------------------

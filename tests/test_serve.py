@@ -20,6 +20,7 @@ import pytest
 from newsletter.config import Config, load_config
 from newsletter.content.render import PACKAGE_TEMPLATES
 from newsletter.errors import UsageError
+from newsletter.web.favicon import favicon_ico
 from newsletter.web.preview_server import PreviewServer, serve
 from tests.workspace import SAMPLE, make_workspace
 
@@ -200,6 +201,13 @@ def test_config_changes_are_picked_up_and_config_errors_shown(server: PreviewSer
     edit(path, good)
     after_edit(server, v)
     assert get(server.url + "email.txt")[1].startswith("THE WEEKLY BRIEF\n")
+
+
+def test_favicon_ico_is_answered_not_404(server: PreviewServer) -> None:
+    with _NO_PROXY.open(server.url + "favicon.ico", timeout=5) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "image/vnd.microsoft.icon"
+        assert response.read() == favicon_ico()
 
 
 def test_other_host_names_are_refused(server: PreviewServer) -> None:

@@ -28,6 +28,19 @@ ENGLISH = {
     "unsubscribe": "Unsubscribe",
     # a Babel (CLDR) date pattern; empty: the locale's own long date
     "date_format": "d MMMM y",
+    # the web archive and its feeds
+    "skip_to_content": "Skip to content",
+    "all_issues": "All issues",
+    "every_issue": "Every issue of %s",
+    "no_issues": "No issues yet.",
+    "draft": "Draft",
+    "more_issues": "More issues",
+    "older_issue": "Older issue",
+    "newer_issue": "Newer issue",
+    "subscribe_by_email": "Get %s by email",
+    "subscribe": "Subscribe",
+    "follow_in_feed_reader": "Follow it in a feed reader:",
+    "or": "or",
 }
 DEFAULTS: dict[str, dict[str, str]] = {
     "en": ENGLISH,
@@ -40,6 +53,18 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "forwarded": "Weitergeleitet bekommen? Hier anmelden:",
         "unsubscribe": "Abbestellen",
         "date_format": "d. MMMM y",
+        "skip_to_content": "Zum Inhalt springen",
+        "all_issues": "Alle Ausgaben",
+        "every_issue": "Alle Ausgaben von %s",
+        "no_issues": "Noch keine Ausgaben.",
+        "draft": "Entwurf",
+        "more_issues": "Weitere Ausgaben",
+        "older_issue": "Ältere Ausgabe",
+        "newer_issue": "Neuere Ausgabe",
+        "subscribe_by_email": "%s per E-Mail erhalten",
+        "subscribe": "Abonnieren",
+        "follow_in_feed_reader": "Im Feedreader folgen:",
+        "or": "oder",
     },
     "es": {
         "greeting": "Hola",
@@ -50,6 +75,18 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "forwarded": "¿Te lo reenviaron? Suscríbete en",
         "unsubscribe": "Darse de baja",
         "date_format": "d 'de' MMMM 'de' y",
+        "skip_to_content": "Saltar al contenido",
+        "all_issues": "Todos los números",
+        "every_issue": "Todos los números de %s",
+        "no_issues": "Aún no hay números.",
+        "draft": "Borrador",
+        "more_issues": "Más números",
+        "older_issue": "Número anterior",
+        "newer_issue": "Número siguiente",
+        "subscribe_by_email": "Recibe %s por correo",
+        "subscribe": "Suscribirse",
+        "follow_in_feed_reader": "Síguelo en un lector de feeds:",
+        "or": "o",
     },
     "he": {
         "greeting": "שלום",
@@ -60,7 +97,27 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "forwarded": "קיבלת את זה בהעברה? להרשמה:",
         "unsubscribe": "ביטול הרשמה",
         "date_format": "",
+        "skip_to_content": "דילוג לתוכן",
+        "all_issues": "כל הגיליונות",
+        "every_issue": "כל הגיליונות של %s",
+        "no_issues": "עדיין אין גיליונות.",
+        "draft": "טיוטה",
+        "more_issues": "גיליונות נוספים",
+        "older_issue": "הגיליון הקודם",
+        "newer_issue": "הגיליון הבא",
+        "subscribe_by_email": "לקבלת %s בדוא״ל",
+        "subscribe": "הרשמה",
+        "follow_in_feed_reader": "למעקב בקורא פידים:",
+        "or": "או",
     },
+}
+
+
+#: The words with `%s` in them, and what each `%s` stands for, in order.
+PLACEHOLDERS = {
+    "receiving": ("the newsletter's name", "the reader's address"),
+    "every_issue": ("the newsletter's name",),
+    "subscribe_by_email": ("the newsletter's name",),
 }
 
 
@@ -113,11 +170,11 @@ def check_words(words: Mapping[str, str]) -> Mapping[str, str]:
     unknown = sorted(set(words) - set(ENGLISH))
     if unknown:
         raise ValueError(f"unknown words {unknown}: the templates use {sorted(ENGLISH)}")
-    receiving = words.get("receiving")
-    if receiving is not None and receiving.replace("%%", "").count("%s") != 2:
-        raise ValueError(
-            "words.receiving needs two %s, for the newsletter's name and the reader's address"
-        )
+    for key, needs in PLACEHOLDERS.items():
+        word = words.get(key)
+        if word is not None and word.replace("%%", "").count("%s") != len(needs):
+            count = "two %s" if len(needs) == 2 else "one %s"
+            raise ValueError(f"words.{key} needs {count}, for {' and '.join(needs)}")
     if words.get("date_format"):
         from babel.dates import format_date
 

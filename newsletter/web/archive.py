@@ -39,6 +39,7 @@ from newsletter.content.language import Language
 from newsletter.content.render import IssueView, _render, environment
 from newsletter.errors import IssueError, Problem, TemplateError, UsageError
 from newsletter.storage.store import existing_ledger
+from newsletter.web.favicon import favicon_ico
 
 SITE_DIR = "site"
 INDEX = "index.html"
@@ -46,6 +47,8 @@ STYLE = "style.css"
 ATOM = "feed.xml"
 RSS = "rss.xml"
 FAVICON = "favicon.svg"
+#: What browsers and feed readers ask for whatever the pages name.
+FAVICON_ICO = "favicon.ico"
 #: Each issue's content hash and the time it was first built with it, for feed `updated`.
 UPDATES = ".newsletter-updates.json"
 #: Marks a folder as this module's output and lists what it wrote there.
@@ -274,15 +277,18 @@ def render_site(
             "web_base_url": s.web_base_url,
             "subscribe_url": config.subscribe_url,
         },
+        "words": config.language.words,
         "feeds": {"atom": ATOM, "rss": RSS} if feeds else None,
         "index": INDEX,
         "style": STYLE,
         "favicon": FAVICON,
+        "favicon_ico": FAVICON_ICO,
     }
-    files = {
+    files: dict[str, str | bytes] = {
         INDEX: _render(env, "archive/index.html", {**common, "entries": entries}),
         STYLE: _source(env, "archive/style.css"),
         FAVICON: _render(env, "archive/favicon.svg", common),
+        FAVICON_ICO: favicon_ico(),
         UPDATES: _updates_file(entries),
     }
     for i, entry in enumerate(entries):
@@ -311,7 +317,10 @@ def render_site(
         }
         files[ATOM] = atom_feed(recent, config, bodies)
         files[RSS] = rss_feed(recent, config, bodies)
-    return {name: text.encode("utf-8") for name, text in files.items()}
+    return {
+        name: text.encode("utf-8") if isinstance(text, str) else text
+        for name, text in files.items()
+    }
 
 
 def _source(env: jinja2.Environment, name: str) -> str:
@@ -362,7 +371,7 @@ def atom_feed(entries: list[Entry], config: Config, bodies: Mapping[str, str]) -
     feed = ET.Element(f"{{{ATOM_NS}}}feed", {XML_LANG: config.language.tag})
     sub(feed, "id", f"{base}/")
     sub(feed, "title", s.name)
-    sub(feed, "subtitle", f"Every issue of {s.name}")
+    sub(feed, "subtitle", config.language.words["every_issue"] % s.name)
     sub(feed, "updated", _rfc3339(_updated(entries)))
     sub(feed, "link", rel="self", type="application/atom+xml", href=f"{base}/{ATOM}")
     sub(feed, "link", rel="alternate", type="text/html", href=f"{base}/")
@@ -397,7 +406,7 @@ def rss_feed(entries: list[Entry], config: Config, bodies: Mapping[str, str]) ->
 
     sub(channel, "title", s.name)
     sub(channel, "link", f"{base}/")
-    sub(channel, "description", f"Every issue of {s.name}")
+    sub(channel, "description", config.language.words["every_issue"] % s.name)
     sub(channel, "language", config.language.tag)
     sub(channel, "lastBuildDate", format_datetime(_updated(entries)))
     sub(channel, "generator", f"newsletter {__version__}")

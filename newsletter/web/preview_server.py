@@ -66,6 +66,8 @@ from newsletter.errors import (
     TemplateError,
     UsageError,
 )
+from newsletter.web.favicon import CONTENT_TYPE as ICO_TYPE
+from newsletter.web.favicon import favicon_ico
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8025
@@ -279,8 +281,10 @@ class PreviewServer:
 
     # pages
 
-    def respond(self, path: str) -> tuple[int, str, str]:
+    def respond(self, path: str) -> tuple[int, str, str | bytes]:
         """Status, content type and body for one GET of `path`."""
+        if path == "/favicon.ico":
+            return 200, ICO_TYPE, favicon_ico()
         snap = self.snapshot
         preview = snap.preview
         if path == "/":
@@ -423,8 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         return host.rpartition(":")[0] in (HOST, "localhost") or host in (HOST, "localhost")
 
-    def _send(self, status: int, content_type: str, text: str, body: bool) -> None:
-        data = text.encode("utf-8")
+    def _send(self, status: int, content_type: str, text: str | bytes, body: bool) -> None:
+        data = text.encode("utf-8") if isinstance(text, str) else text
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

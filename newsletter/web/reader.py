@@ -42,6 +42,8 @@ from newsletter.lists.addresses import address_key, validate_address
 from newsletter.lists.tokens import SECRET_ENV, PurposeSigner, signer_from_env
 from newsletter.storage.store import Signup, Store, Suppression, open_store
 from newsletter.web import webhook
+from newsletter.web.favicon import CONTENT_TYPE as ICO_TYPE
+from newsletter.web.favicon import favicon_ico
 from newsletter.web.guards import (
     JSON,
     RateLimit,
@@ -384,8 +386,15 @@ def create_app(config: Config) -> Starlette:
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok\n", headers=_HEADERS)
 
+    icon = favicon_ico()
+
+    async def favicon(request: Request) -> Response:
+        # browsers ask for it on every page the service shows; a 404 would fill the log
+        return Response(icon, media_type=ICO_TYPE, headers={"Cache-Control": "max-age=86400"})
+
     routes = [
         Route("/healthz", health),
+        Route("/favicon.ico", favicon),
         Route("/unsubscribe", guarded(service.unsubscribe_page), methods=["GET"]),
         # No per-IP limit: mailbox providers send every reader's one-click POST from a few
         # addresses, and each request needs a valid signed token anyway.

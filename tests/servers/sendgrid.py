@@ -523,6 +523,9 @@ class SendGridServer:
         self._handling = 0
         self._peak_handling = 0
         self._connections: set[socket.socket] = set()
+        #: Set by close(): a slow fault's sleep ends at once, so closing never waits out
+        #: a delay no client is waiting for any more.
+        self._closing = threading.Event()
         self._suppressions: dict[str, list[dict[str, Any]]] = {n: [] for n in SUPPRESSION_LISTS}
         self._group_suppressions: dict[int, list[str]] = {}
         self.suppression_requests: list[str] = []
@@ -542,6 +545,7 @@ class SendGridServer:
             kwargs={"poll_interval": 0.05},
             name=f"sendgrid-server-{self.port}",
         )
+        self._closing.clear()
         self._thread.start()
         return self
 
@@ -549,6 +553,7 @@ class SendGridServer:
         """Stop serving, wake idle keep-alive connections, and join every thread."""
         if self._httpd is None:
             return
+        self._closing.set()
         self._httpd.shutdown()
         with self._lock:
             for connection in self._connections:
@@ -909,7 +914,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.fault
         raw = self._read_body()
         if fault is not None and fault.kind == "slow":
-            time.sleep(fault.seconds)
+            self.server.owner._closing.wait(fault.seconds)
         if fault is not None and fault.kind == "status":
             response = _fault_response(fault)
         elif fault is not None and fault.kind == "redirect":
@@ -920,7 +925,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if fault is not None and fault.kind == "slow_answer":
-            time.sleep(fault.seconds)
+            self.server.owner._closing.wait(fault.seconds)
         self.send_response(response.code)
         if response.body:
             self.send_header("Content-Type", "application/json")
