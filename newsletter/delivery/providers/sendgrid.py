@@ -1,4 +1,4 @@
-"""SendGrid's v3 mail send, up to 1000 recipients a request, over the stdlib's urllib.
+"""SendGrid's v3 mail send, up to 1000 recipients a request, over kept-open connections.
 
 The issue's HTML and text go once per request; each recipient is a personalization with
 its slots as substitutions (HTML-escaped values for the HTML part's slots, raw ones for
@@ -11,19 +11,18 @@ goes in its xn-- form; an address with a non-ASCII local part is refused up fron
 (`refusal`), and one that a 400 names (`personalizations.N`) is set aside as rejected while
 the rest of the batch is sent again. The API key goes to the API host only: a redirect is
 never followed (urllib's would re-send the Authorization header to wherever it points).
+Requests go over one kept-open connection per sending thread (`providers/http.py` says
+when a request is written again and when its outcome is unknown).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import email.utils
-import http.client
 import json
 import re
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
@@ -37,6 +36,7 @@ from newsletter.content.issue import Line
 from newsletter.content.personalise import Part, escape, slot_values
 from newsletter.delivery.message import list_unsubscribe
 from newsletter.delivery.providers.base import CampaignView, ProviderSpec, Sent, section
+from newsletter.delivery.providers.http import AnswerLost, Connections, NotSent
 from newsletter.errors import (
     ConfigError,
     PermanentProviderError,
@@ -312,13 +312,6 @@ def _refused_recipients(text: str, size: int) -> dict[int, str] | None:
     return refused
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A 3xx comes back as an HTTPError: following it would send the key to another host."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 class SendGridProvider:
     name = "sendgrid"
 
@@ -331,14 +324,13 @@ class SendGridProvider:
         self.concurrency = account.settings.concurrent_requests
         self.payloads = PayloadBuilder(campaign, account.settings, sandbox=sandbox)
         self._secrets = campaign.secrets
-        self._url = account.host + SEND_PATH
         self._headers = {
             "Authorization": f"Bearer {account.api_key}",
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "application/json",
             "User-Agent": f"newsletter/{__version__}",
         }
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._connections = Connections(account.host, TIMEOUT)
 
     def send(self, batch: Sequence[Recipient]) -> Sent:
         """One request; if SendGrid refuses only some personalizations (a 400 naming them),
@@ -358,31 +350,22 @@ class SendGridProvider:
 
     def _post(self, batch: Sequence[Recipient]) -> str | None:
         """The request for `batch`: SendGrid's message id, or an error saying what became of it."""
-        request = urllib.request.Request(
-            self._url,
-            data=self.payloads.body(batch).encode("ascii"),
-            headers=self._headers,
-            method="POST",
-        )
+        body = self.payloads.body(batch).encode("ascii")
         try:
-            with self._opener.open(request, timeout=TIMEOUT) as response:
-                response.read()
-                status, headers = response.status, response.headers
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raise self._http_error(exc.code, exc.headers, exc.read(), batch) from None
-        except urllib.error.URLError as exc:
-            # urllib wraps errors while *sending* the request: SendGrid never got all of it
+            answer = self._connections.post(SEND_PATH, body, self._headers)
+        except NotSent as exc:
             raise TransientProviderError(
-                f"cannot reach SendGrid at {self.host}: {self._clean(str(exc.reason))}; "
-                "nothing was sent"
+                f"cannot reach SendGrid at {self.host}: {self._clean(exc)}; nothing was sent"
             ) from None
-        except (http.client.HTTPException, OSError) as exc:
+        except AnswerLost as exc:
             raise UnknownOutcomeError(
                 f"SendGrid at {self.host} took the request but the connection was lost before "
-                f"it answered ({type(exc).__name__}); these {len(batch)} recipients may or may "
+                f"it answered ({self._clean(exc)}); these {len(batch)} recipients may or may "
                 "not get the issue"
             ) from None
+        status, headers = answer.status, answer.headers
+        if status >= 300:
+            raise self._http_error(status, headers, answer.body, batch)
         if status == 200 and self.sandbox:
             return "sandbox"
         if status != 202:
@@ -433,7 +416,8 @@ class SendGridProvider:
         )
 
     def close(self) -> None:
-        """Each request opens its own connection: nothing stays open."""
+        """Close the kept-open connections."""
+        self._connections.close()
 
 
 class _Refused(Exception):
@@ -454,30 +438,29 @@ def _deliver_one(account: SendGridAccount, message: EmailMessage, secrets: list[
         "content": [{"type": "text/plain", "value": message.get_content()}],
         "tracking_settings": {"click_tracking": {"enable": False}},
     }
-    request = urllib.request.Request(
-        account.host + SEND_PATH,
-        data=json.dumps(body).encode("utf-8"),
-        headers={
-            "Authorization": f"Bearer {account.api_key}",
-            "Content-Type": "application/json; charset=utf-8",
-            "Accept": "application/json",
-            "User-Agent": f"newsletter/{__version__}",
-        },
-        method="POST",
-    )
+    connections = Connections(account.host, TIMEOUT)
     try:
-        with urllib.request.build_opener(_NoRedirect).open(request, timeout=TIMEOUT) as response:
-            response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            if exc.code == 429 or exc.code >= 500:
-                raise TransientProviderError(
-                    f"SendGrid could not take the confirmation mail (HTTP {exc.code})"
-                ) from None
-            raise PermanentProviderError(
-                f"SendGrid refused the confirmation mail (HTTP {exc.code})", status=exc.code
-            ) from None
-    except (urllib.error.URLError, OSError) as exc:
+        answer = connections.post(
+            SEND_PATH,
+            json.dumps(body).encode("utf-8"),
+            {
+                "Authorization": f"Bearer {account.api_key}",
+                "Content-Type": "application/json; charset=utf-8",
+                "Accept": "application/json",
+                "User-Agent": f"newsletter/{__version__}",
+            },
+        )
+    except (NotSent, AnswerLost) as exc:
         raise TransientProviderError(
             redact(f"cannot reach SendGrid at {account.host}: {exc}", secrets)
         ) from None
+    finally:
+        connections.close()
+    if answer.status == 429 or answer.status >= 500:
+        raise TransientProviderError(
+            f"SendGrid could not take the confirmation mail (HTTP {answer.status})"
+        )
+    if answer.status >= 300:
+        raise PermanentProviderError(
+            f"SendGrid refused the confirmation mail (HTTP {answer.status})", status=answer.status
+        )
