@@ -42,6 +42,7 @@ from typing import Any
 
 from newsletter.errors import LedgerError
 from newsletter.storage import schema
+from newsletter.storage.connect import BUSY_TIMEOUT_S, configure, connect, immediate
 from newsletter.storage.schema import (
     FAILED,
     PENDING,
@@ -72,8 +73,6 @@ __all__ = [
 
 FINISHED_BATCH_STATUSES = (SENT, FAILED, UNKNOWN)
 
-# Waiting for another writer (a send of another issue) beats failing a send half-way.
-BUSY_TIMEOUT_S = 30.0
 # Keys per query: a full batch in one statement.
 MAX_KEYS_PER_QUERY = 1000
 # Rows per query when streaming deliveries: constant memory, and no query held open.
@@ -156,21 +155,6 @@ class SendRecord:
     counts: dict[str, int]
 
 
-@contextmanager
-def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction; IMMEDIATE so that waiting for another writer uses busy_timeout.
-    The ledger and the store both write through it."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        # SQLite may have rolled back already (disk full, I/O error): keep the first error.
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def is_rehearsal(provider: str) -> bool:
     """Whether a provider's deliveries are rehearsals (the outbox), kept apart from real ones."""
     return provider in REHEARSAL_PROVIDERS
@@ -226,10 +210,7 @@ class Ledger:
                 "workspace has really never sent anything"
             )
         with self._translate():
-            # isolation_level=None: we open every transaction ourselves, with BEGIN IMMEDIATE.
-            self._conn = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=not threads
-            )
+            self._conn = connect(path, threads=threads)
         try:
             with self._translate():
                 self._open()
@@ -247,9 +228,9 @@ class Ledger:
         """
         tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
         try:
-            conn = sqlite3.connect(tmp, isolation_level=None)
+            conn = connect(tmp)
             try:
-                conn.execute("PRAGMA journal_mode = WAL")
+                configure(conn)
                 conn.execute("BEGIN IMMEDIATE")
                 schema.create(conn)
                 conn.execute("COMMIT")
@@ -279,8 +260,7 @@ class Ledger:
         conn = self._conn
         # The first read is where SQLite notices a file that is not a database.
         self._check_version(conn.execute("PRAGMA user_version").fetchone()[0])
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        configure(conn)
         conn.execute("PRAGMA foreign_keys = ON")
         # An 8 MB page cache keeps memory flat: 64 MB grew a million-row send by 50 MB and was
         # no faster (bench/send.py). A batch of keys in random order dirties about one index

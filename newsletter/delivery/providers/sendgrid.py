@@ -151,39 +151,39 @@ class PayloadBuilder:
     def __init__(
         self, campaign: CampaignView, settings: SendGridSettings, *, sandbox: bool = False
     ) -> None:
-        h, r = campaign.headers, campaign.rendered
+        headers, rendered = campaign.headers, campaign.rendered
         self.campaign = campaign
-        self.slots = r.slots
+        self.slots = rendered.slots
         self.tokens = [
             (
-                r.slots.token(s.field, s.fallback, Part.HTML),
-                r.slots.token(s.field, s.fallback, Part.TEXT),
+                rendered.slots.token(slot.field, slot.fallback, Part.HTML),
+                rendered.slots.token(slot.field, slot.fallback, Part.TEXT),
             )
-            for s in r.slots.slots
+            for slot in rendered.slots.slots
         ]
-        sender: dict[str, str] = {"email": ascii_domain(h.from_email)}
-        if h.from_name:
-            sender["name"] = h.from_name
+        sender: dict[str, str] = {"email": ascii_domain(headers.from_email)}
+        if headers.from_name:
+            sender["name"] = headers.from_name
         base: dict[str, Any] = {
             "from": sender,
             "subject": campaign.subject,
             "content": [
-                {"type": "text/plain", "value": r.text},
-                {"type": "text/html", "value": r.html},
+                {"type": "text/plain", "value": rendered.text},
+                {"type": "text/html", "value": rendered.html},
             ],
-            "headers": {"List-Id": f"{h.list_name} <{h.list_id}>"},
+            "headers": {"List-Id": f"{headers.list_name} <{headers.list_id}>"},
             "categories": [settings.category],
-            "custom_args": {"issue": campaign.issue_id, "list": h.list_id},
+            "custom_args": {"issue": campaign.issue_id, "list": headers.list_id},
         }
-        if h.reply_to:
-            base["reply_to"] = {"email": ascii_domain(h.reply_to)}
+        if headers.reply_to:
+            base["reply_to"] = {"email": ascii_domain(headers.reply_to)}
         if settings.asm_group_id is not None:
             base["asm"] = {"group_id": settings.asm_group_id}
         if sandbox:
             base["mail_settings"] = {"sandbox_mode": {"enable": True}}
         self.base = base
-        self.unsubscribe_mailto = h.unsubscribe_mailto
-        self._json_tokens = [(_json(h_), _json(t_)) for h_, t_ in self.tokens]
+        self.unsubscribe_mailto = headers.unsubscribe_mailto
+        self._json_tokens = [(_json(html), _json(text)) for html, text in self.tokens]
         self._frame: tuple[str, str] | None = None
 
     def body(self, batch: Sequence[Recipient]) -> str:
@@ -197,7 +197,7 @@ class PayloadBuilder:
             cut = frame.rindex('"personalizations": []') + len('"personalizations": [')
             self._frame = (frame[:cut], frame[cut:])
         head, tail = self._frame
-        parts = [self._personalization_json(r) for r in batch]
+        parts = [self._personalization_json(recipient) for recipient in batch]
         if not parts:
             return head + tail
         # one join makes the only large string: each large allocation costs page faults
@@ -269,9 +269,9 @@ def _problems(text: str) -> list[tuple[str, str]] | None:
     if not isinstance(errors, list):
         return None
     return [
-        (str(e.get("field") or ""), str(e.get("message", "")))
-        for e in errors
-        if isinstance(e, dict)
+        (str(error.get("field") or ""), str(error.get("message", "")))
+        for error in errors
+        if isinstance(error, dict)
     ]
 
 
@@ -343,7 +343,11 @@ class SendGridProvider:
             except _Refused as refused:
                 for index, reason in refused.recipients.items():
                     rejected[remaining[index].key] = self._clean(f"SendGrid refused it: {reason}")
-                remaining = [r for i, r in enumerate(remaining) if i not in refused.recipients]
+                remaining = [
+                    recipient
+                    for index, recipient in enumerate(remaining)
+                    if index not in refused.recipients
+                ]
                 continue
             return Sent(provider_id=sent, rejected=rejected)
         return Sent(provider_id=None, rejected=rejected)
