@@ -1,9 +1,11 @@
 """Writes tests/data/ledger-v2.sqlite: a schema-2 ledger, made by newsletter's own Ledger.
 
-Run at commit 591be1c (the last with ledger schema 2), from the repository root:
+Made with the code of commit 591be1c (the last with ledger schema 2), from the repository
+root (this script is newer than that commit, so it runs from here against that checkout):
 
-    git worktree add /tmp/v2 591be1c && cd /tmp/v2 && python3 -m venv .venv \
-        && .venv/bin/pip install -q -e . && .venv/bin/python tests/data/ledger-v2.py OUT
+    git worktree add /tmp/v2 591be1c
+    rm -f tests/data/ledger-v2.sqlite
+    PYTHONPATH=/tmp/v2 .venv/bin/python tests/data/ledger-v2.py tests/data/ledger-v2.sqlite
 
 It holds every state a row can be in: sent (with a provider id), rejected, failed, unknown,
 a batch left pending by a killed process, SMTP's per-message marks, a rehearsal (outbox)
