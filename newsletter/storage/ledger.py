@@ -269,8 +269,6 @@ class Ledger:
         conn.execute("PRAGMA wal_autocheckpoint = 10000")
         # This connection's scratch tables, in memory (see `_catch_up`).
         conn.execute("ATTACH DATABASE ':memory:' AS mem")
-        # No undo log for it: a hash left behind by a rolled-back write only costs a lookup.
-        conn.execute("PRAGMA mem.journal_mode = OFF")
         conn.execute("CREATE TABLE mem.filter (h INTEGER PRIMARY KEY)")
         with self._transaction():
             # Again inside the lock: another process may have migrated it meanwhile.
