@@ -295,14 +295,12 @@ def _classify(
             else:
                 subscribers.append(item)
         report.recipients += len(subscribers)
-        known = (
-            ledger.statuses(issue, [s.key for s in subscribers], rehearsal=rehearsal)
-            if ledger and subscribers
-            else {}
-        )
-        for sub in subscribers:
-            state = known.get(sub.key)
-            if sub.key in bounced:
+        # `Subscriber.key` is worked out on each use: once per row here
+        keys = [s.key for s in subscribers]
+        known = ledger.statuses(issue, keys, rehearsal=rehearsal) if ledger and keys else {}
+        for sub, key in zip(subscribers, keys, strict=True):
+            state = known.get(key)
+            if key in bounced:
                 report.rejected_before += 1
             elif state == "sent":
                 report.already_sent += 1

@@ -107,7 +107,8 @@ def needs_smtputf8(address: str) -> bool:
     """A non-ASCII local part has no ASCII form: only a server offering SMTPUTF8 (RFC 6531)
     takes it. SMTP: skip such a recipient (`Sent.rejected`) when the server's EHLO does not
     list SMTPUTF8; SendGrid never takes one."""
-    return not address.rpartition("@")[0].isascii()
+    # most addresses are all ASCII: one C call says so, before any splitting
+    return not address.isascii() and not address.rpartition("@")[0].isascii()
 
 
 #: Why a server without SMTPUTF8 cannot take an address: for the report and the ledger.

@@ -26,9 +26,9 @@ from types import TracebackType
 
 from newsletter.errors import LedgerError
 from newsletter.lists.addresses import address_key
+from newsletter.storage.connect import configure, connect
 
 FILENAME = "bounces.sqlite"
-BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -78,8 +78,8 @@ class BounceState:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn = connect(path)
+            configure(self._conn)
             self._conn.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"{path}: cannot open the bounce state: {exc}") from None

@@ -1,7 +1,7 @@
 """The ledger: who was mailed which issue, so a crash or a rerun never mails anyone twice.
 
 One SQLite file in the workspace (``.newsletter/ledger.sqlite``). Each recipient of an issue
-has one row in ``deliveries`` whose status moves like this::
+has one current row in ``deliveries`` whose status moves like this::
 
     (none) -> pending -> sent       the provider accepted it: never sent again
                       -> rejected   refused for good (SMTP 550): never sent again
@@ -12,6 +12,17 @@ A batch is marked ``pending`` and committed before its request goes out; a proce
 mid-request leaves it ``pending``, and ``recover`` turns that into ``unknown`` at the start of
 the next send. ``sends`` keeps, per send, a manifest of what was sent (hashes of the issue, the
 templates and the list) and the final counts: the audit record.
+
+Rows are kept per batch, side by side (schema 3, in `storage/schema.py`): a batch costs a few
+pages of writes whatever the order of the list. Looking a reader up by address goes through
+an index that `recover` brings up to date at the start of each send, and, for the rows newer
+than it, through a filter in memory that each connection keeps (`Ledger._catch_up`).
+
+What this module holds together is that state machine: the transitions, the checks that
+refuse a second mail, and the lookups that feed them, in one class, because each write must
+see every row the checks read in the same transaction. The SQL of the tables and migrations
+lives in `storage/schema.py`; the send lock in `storage/lock.py`. Over 400 lines for that
+reason; scheduled sends (`send --at`) add their few methods at the end, over the same rows.
 """
 
 from __future__ import annotations
@@ -28,28 +39,43 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from newsletter.errors import LedgerError
+from newsletter.storage import schema
+from newsletter.storage.connect import BUSY_TIMEOUT_S, configure, connect, immediate
 from newsletter.storage.schedules import CANCELLED, SCHEDULED, SCHEDULES_SQL, Schedule
+from newsletter.storage.schema import (
+    FAILED,
+    PENDING,
+    REHEARSAL_PROVIDERS,
+    REJECTED,
+    SCHEMA_VERSION,
+    SENT,
+    STATUSES,
+    UNKNOWN,
+)
 
-SCHEMA_VERSION = 2
+__all__ = [
+    "FAILED",
+    "PENDING",
+    "REHEARSAL_PROVIDERS",
+    "REJECTED",
+    "SCHEMA_VERSION",
+    "SENT",
+    "STATUSES",
+    "UNKNOWN",
+    "Delivery",
+    "Ledger",
+    "Manifest",
+    "SendRecord",
+    "immediate",
+    "is_rehearsal",
+]
 
-#: Providers whose deliveries are rehearsals: mail nobody reads. The outbox writes a Maildir
-#: for the editor to look at; it must not count as a delivery for a real provider, nor
-#: publish the issue in the archive. Rehearsal rows live beside the real ones, keyed apart.
-REHEARSAL_PROVIDERS = frozenset({"outbox"})
-
-PENDING = "pending"
-SENT = "sent"
-UNKNOWN = "unknown"
-FAILED = "failed"
-REJECTED = "rejected"
-STATUSES = (PENDING, SENT, UNKNOWN, FAILED, REJECTED)
 FINISHED_BATCH_STATUSES = (SENT, FAILED, UNKNOWN)
 
-# Waiting for another writer (a send of another issue) beats failing a send half-way.
-BUSY_TIMEOUT_S = 30.0
-# Keys per IN (...) query: a full batch in one statement, far below SQLite's variable limit.
+# Keys per query: a full batch in one statement.
 MAX_KEYS_PER_QUERY = 1000
 # Rows per query when streaming deliveries: constant memory, and no query held open.
 ROWS_PER_PAGE = 1000
@@ -57,108 +83,31 @@ INTERRUPTED = "interrupted: the process stopped before the provider answered"
 # What os.link says on a filesystem that has no hard links (some network and FUSE mounts).
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV})
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS sends (
-    id            INTEGER PRIMARY KEY,
-    issue         TEXT NOT NULL,
-    provider      TEXT NOT NULL,
-    started_at    TEXT NOT NULL,
-    finished_at   TEXT,
-    status        TEXT NOT NULL,
-    manifest_json TEXT NOT NULL,
-    counts_json   TEXT
-);
-CREATE INDEX IF NOT EXISTS sends_issue ON sends(issue);
-CREATE TABLE IF NOT EXISTS batches (
-    id          INTEGER PRIMARY KEY,
-    send_id     INTEGER NOT NULL REFERENCES sends(id),
-    issue       TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'unknown')),
-    size        INTEGER NOT NULL,
-    provider_id TEXT,
-    error       TEXT,
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS batches_issue_status ON batches(issue, status);
-CREATE TABLE IF NOT EXISTS deliveries (
-    issue       TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    email       TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN {STATUSES!r}),
-    batch_id    INTEGER NOT NULL REFERENCES batches(id),
-    provider_id TEXT,
-    error       TEXT,
-    updated_at  TEXT NOT NULL,
-    rehearsal   INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (issue, rehearsal, key)
-);
-CREATE INDEX IF NOT EXISTS deliveries_batch ON deliveries(batch_id);
-CREATE TABLE IF NOT EXISTS bounces (
-    key           TEXT PRIMARY KEY,
-    email         TEXT NOT NULL,
-    reason        TEXT NOT NULL,
-    issue         TEXT NOT NULL,
-    recorded_at   TEXT NOT NULL,
-    suppressed_at TEXT
-);
-"""
-_TABLES = {"sends", "batches", "deliveries", "bounces"}
+# Batches of an issue whose rows are not in `recipient_index` yet.
+_UNINDEXED = "SELECT id FROM batches WHERE issue = ? AND rehearsal = ? AND indexed = 0"
+_UNINDEXED_12 = "SELECT id FROM batches WHERE issue = ?1 AND rehearsal = ?2 AND indexed = 0"
 
-# Schema 1 -> 2: deliveries keyed by (issue, rehearsal, key), rehearsal taken from the
-# provider of the send that made each row; and the bounces table. SQLite cannot change a
-# primary key in place, so the table is copied.
-_MIGRATE_1_TO_2 = f"""
-CREATE TABLE deliveries_2 (
-    issue       TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    email       TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN {STATUSES!r}),
-    batch_id    INTEGER NOT NULL REFERENCES batches(id),
-    provider_id TEXT,
-    error       TEXT,
-    updated_at  TEXT NOT NULL,
-    rehearsal   INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (issue, rehearsal, key)
-);
-INSERT INTO deliveries_2
-SELECT d.issue, d.key, d.email, d.status, d.batch_id, d.provider_id, d.error, d.updated_at,
-       s.provider IN ({",".join(f"'{p}'" for p in sorted(REHEARSAL_PROVIDERS))})
-FROM deliveries AS d JOIN batches AS b ON d.batch_id = b.id JOIN sends AS s ON b.send_id = s.id;
-DROP TABLE deliveries;
-ALTER TABLE deliveries_2 RENAME TO deliveries;
-CREATE INDEX deliveries_batch ON deliveries(batch_id);
-CREATE TABLE bounces (
-    key           TEXT PRIMARY KEY,
-    email         TEXT NOT NULL,
-    reason        TEXT NOT NULL,
-    issue         TEXT NOT NULL,
-    recorded_at   TEXT NOT NULL,
-    suppressed_at TEXT
+# The current row of each address of ?3 (a JSON array of keys; ?4 their hashes as the filter
+# has them): through the index, and among the rows newer than the index for the addresses
+# the filter cannot rule out. Flat arrays, because unpacking a pair per address took longer
+# than the lookups. CROSS JOIN keeps SQLite to this order (the addresses first, a lookup
+# each): with the tables the other way round, it would read every row of the issue.
+_CURRENT_OF_KEYS = f"""
+SELECT d.batch_id, d.key, d.status FROM json_each(?3) AS j
+CROSS JOIN recipient_index AS r CROSS JOIN deliveries AS d
+WHERE r.issue = ?1 AND r.rehearsal = ?2 AND r.key = j.value
+AND d.batch_id = r.batch_id AND d.key = r.key AND d.current
+UNION ALL
+SELECT d.batch_id, d.key, d.status FROM json_each(?4) AS j
+CROSS JOIN mem.filter AS f CROSS JOIN deliveries AS d
+WHERE f.h = j.value AND d.key = json_extract(?3, '$[' || j.key || ']')
+AND d.batch_id IN ({_UNINDEXED_12}) AND d.current
+"""
+
+_DELIVERY_COLUMNS = (
+    "d.issue, d.key, d.email, d.status, d.batch_id, d.provider_id, d.error, d.updated_at, "
+    "d.rehearsal"
 )
-"""
-
-# One statement for the whole batch, its rows unpacked by SQLite from a JSON array: a
-# statement per row spent more time crossing between Python and SQLite than inserting.
-_UPSERT_PENDING = """
-INSERT INTO deliveries (issue, rehearsal, key, email, status, batch_id, updated_at)
-SELECT ?, ?, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), 'pending', ?, ?
-FROM json_each(?) AS j WHERE true
-ON CONFLICT (issue, rehearsal, key) DO UPDATE SET
-    email = excluded.email, status = 'pending', batch_id = excluded.batch_id,
-    provider_id = NULL, error = NULL, updated_at = excluded.updated_at
-WHERE deliveries.status NOT IN ('sent', 'rejected')
-"""
-
-
-_UPSERT_ONE_PENDING = """
-INSERT INTO deliveries (issue, rehearsal, key, email, status, batch_id, updated_at)
-VALUES (?, ?, ?, ?, 'pending', ?, ?)
-ON CONFLICT (issue, rehearsal, key) DO UPDATE SET
-    email = excluded.email, status = 'pending', batch_id = excluded.batch_id,
-    provider_id = NULL, error = NULL, updated_at = excluded.updated_at
-WHERE deliveries.status NOT IN ('sent', 'rejected')
-"""
 
 
 @dataclass(frozen=True)
@@ -208,21 +157,6 @@ class SendRecord:
     counts: dict[str, int]
 
 
-@contextmanager
-def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction; IMMEDIATE so that waiting for another writer uses busy_timeout.
-    The ledger and the store both write through it."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        # SQLite may have rolled back already (disk full, I/O error): keep the first error.
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def is_rehearsal(provider: str) -> bool:
     """Whether a provider's deliveries are rehearsals (the outbox), kept apart from real ones."""
     return provider in REHEARSAL_PROVIDERS
@@ -237,6 +171,13 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
+def _delivery(row: Sequence[Any]) -> Delivery:
+    issue, key, email, status, batch_id, provider_id, error, updated_at, rehearsal = row
+    return Delivery(
+        issue, key, email, status, batch_id, provider_id, error, updated_at, bool(rehearsal)
+    )
+
+
 def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
@@ -248,6 +189,9 @@ class Ledger:
         """`threads`: the connection may be used from other threads (one at a time)."""
         self.path = path
         self._own_sends: set[int] = set()
+        # (issue, rehearsal) -> the `seq` up to which `mem.filter` holds its unindexed rows.
+        self._filtered: dict[tuple[str, bool], int] = {}
+        self._listings = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -268,10 +212,7 @@ class Ledger:
                 "workspace has really never sent anything"
             )
         with self._translate():
-            # isolation_level=None: we open every transaction ourselves, with BEGIN IMMEDIATE.
-            self._conn = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=not threads
-            )
+            self._conn = connect(path, threads=threads)
         try:
             with self._translate():
                 self._open()
@@ -289,14 +230,11 @@ class Ledger:
         """
         tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
         try:
-            conn = sqlite3.connect(tmp, isolation_level=None)
+            conn = connect(tmp)
             try:
-                conn.execute("PRAGMA journal_mode = WAL")
+                configure(conn)
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                schema.create(conn)
                 conn.execute("COMMIT")
             finally:
                 conn.close()
@@ -324,14 +262,16 @@ class Ledger:
         conn = self._conn
         # The first read is where SQLite notices a file that is not a database.
         self._check_version(conn.execute("PRAGMA user_version").fetchone()[0])
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        configure(conn)
         conn.execute("PRAGMA foreign_keys = ON")
         # An 8 MB page cache keeps memory flat: 64 MB grew a million-row send by 50 MB and was
         # no faster (bench/send.py). A batch of keys in random order dirties about one index
         # page per recipient; a larger WAL folds those writes into fewer checkpoints.
         conn.execute("PRAGMA cache_size = -8192")
         conn.execute("PRAGMA wal_autocheckpoint = 10000")
+        # This connection's scratch tables, in memory (see `_catch_up`).
+        conn.execute("ATTACH DATABASE ':memory:' AS mem")
+        conn.execute("CREATE TABLE mem.filter (h INTEGER PRIMARY KEY)")
         with self._transaction():
             # Again inside the lock: another process may have migrated it meanwhile.
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -346,11 +286,7 @@ class Ledger:
                     f"{self.path}: this SQLite file is not a newsletter ledger ({what}); "
                     "point the workspace at the right file or move this one away"
                 )
-            if version == 1:
-                for statement in _MIGRATE_1_TO_2.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("PRAGMA user_version = 2")
+            schema.migrate(conn, version)
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
@@ -444,12 +380,16 @@ class Ledger:
         ``running``, other than those started through this object, become ``interrupted``. Call
         it under ``send_lock``: a ``pending`` row of a send that is still running must not be
         touched.
+
+        It also brings the issue's address index up to date, in one sorted pass: the send that
+        follows looks its list up through it.
         """
         now = _now()
         with self._translate(), self._transaction() as conn:
             rows = conn.execute(
                 "UPDATE deliveries SET status = 'unknown', error = ?, updated_at = ? "
-                "WHERE issue = ? AND status = 'pending'",
+                "WHERE batch_id IN (SELECT id FROM batches WHERE issue = ? AND status = 'pending') "
+                "AND status = 'pending' AND current",
                 (INTERRUPTED, now, issue),
             ).rowcount
             conn.execute(
@@ -463,7 +403,121 @@ class Ledger:
                 f"WHERE issue = ? AND status = 'running' AND id NOT IN ({_placeholders(len(own))})",
                 (issue, *own),
             )
+            self._index(conn, issue)
         return rows
+
+    def _index(self, conn: sqlite3.Connection, issue: str) -> None:
+        """Put the current rows of the issue's unindexed batches into `recipient_index`.
+
+        Sorted by address first, so the index is written page by page, once: the same rows
+        added batch by batch, in the list's order, would dirty a page per address.
+        """
+        for rehearsal in (False, True):
+            conn.execute(
+                "INSERT INTO recipient_index (issue, rehearsal, key, batch_id) "
+                "SELECT d.issue, d.rehearsal, d.key, d.batch_id FROM deliveries AS d "
+                f"WHERE d.batch_id IN ({_UNINDEXED}) AND d.current "
+                "ORDER BY d.key "
+                "ON CONFLICT (issue, rehearsal, key) DO UPDATE SET batch_id = excluded.batch_id",
+                (issue, rehearsal),
+            )
+            conn.execute(
+                "UPDATE batches SET indexed = 1 WHERE issue = ? AND rehearsal = ? AND indexed = 0",
+                (issue, rehearsal),
+            )
+            self._filtered.pop((issue, rehearsal), None)
+
+    def _catch_up(self, conn: sqlite3.Connection, issue: str, rehearsal: bool) -> int:
+        """Bring `mem.filter` up to date with the issue's unindexed rows; returns the salt
+        that its hashes of this issue's addresses are mixed with.
+
+        The filter is this connection's answer to "may this address have a row newer than
+        the index?": a hash per such row, in memory. No means no; yes is checked against the
+        rows themselves. A key index on disk written batch by batch is what made a list in
+        random order cost twice a sorted one; the filter costs about 12 bytes per address
+        sent since the issue's index was last brought up to date, and nothing on disk.
+        Rows other connections wrote (SMTP's marks, another process) are read by `seq`.
+        """
+        scope = (issue, bool(rehearsal))
+        salt = hash(scope)
+        top = conn.execute("SELECT coalesce(max(seq), 0) FROM deliveries").fetchone()[0]
+        seen = self._filtered.get(scope)
+        if seen is None:
+            keys = conn.execute(
+                f"SELECT key FROM deliveries WHERE batch_id IN ({_UNINDEXED}) AND seq <= ?",
+                (issue, rehearsal, top),
+            ).fetchall()
+        elif seen < top:
+            keys = conn.execute(
+                "SELECT key FROM deliveries WHERE seq > ? AND seq <= ? AND issue = ? "
+                "AND rehearsal = ?",
+                (seen, top, issue, rehearsal),
+            ).fetchall()
+        else:
+            keys = []
+        if keys:
+            conn.executemany(
+                "INSERT OR IGNORE INTO mem.filter (h) VALUES (?)",
+                [(hash(key) ^ salt,) for (key,) in keys],
+            )
+        self._filtered[scope] = top
+        return salt
+
+    def _current(
+        self, conn: sqlite3.Connection, issue: str, rehearsal: bool, keys: Sequence[str]
+    ) -> tuple[list[tuple[int, str, str]], str]:
+        """(batch id, key, status) of the current row of each key that has one; and the
+        keys' hashes as JSON, for `_claim` to add to the filter."""
+        salt = self._catch_up(conn, issue, rehearsal)
+        hashes = json.dumps([hash(key) ^ salt for key in keys])
+        found = conn.execute(_CURRENT_OF_KEYS, (issue, rehearsal, json.dumps(keys), hashes))
+        return found.fetchall(), hashes
+
+    def _claim(
+        self,
+        conn: sqlite3.Connection,
+        issue: str,
+        rehearsal: bool,
+        rows: Sequence[tuple[int, str, str]],
+        now: str,
+    ) -> None:
+        """Add (batch id, key, email) rows as ``pending``, each its address's current row.
+
+        The address's earlier row, if ``failed``, ``unknown`` or ``pending``, is taken over
+        (it stays, no longer current). An address already ``sent`` or ``rejected`` raises
+        LedgerError before anything is written.
+        """
+        found, hashes = self._current(conn, issue, rehearsal, [key for _b, key, _e in rows])
+        done = sorted({(key, status) for _b, key, status in found if status in (SENT, REJECTED)})
+        if done:
+            shown = ", ".join(f"{k} ({s})" for k, s in done[:5])
+            raise LedgerError(
+                f"issue {issue}: {len(done)} recipient(s) already {SENT} or {REJECTED}, "
+                f"refusing to mail them again: {shown}"
+            )
+        if found:
+            conn.executemany(
+                "UPDATE deliveries SET current = 0 WHERE batch_id = ? AND key = ?",
+                [(batch_id, key) for batch_id, key, _status in found],
+            )
+        top = self._filtered[(issue, rehearsal)]
+        conn.execute(
+            "INSERT INTO deliveries (batch_id, key, issue, rehearsal, email, status, updated_at, "
+            "current, seq) SELECT j.value ->> 0, j.value ->> 1, ?, ?, j.value ->> 2, 'pending', "
+            "?, 1, ? + j.key + 1 FROM json_each(?) AS j WHERE true "
+            "ON CONFLICT (batch_id, key) DO UPDATE SET email = excluded.email, "
+            "status = 'pending', provider_id = NULL, error = NULL, "
+            "updated_at = excluded.updated_at, current = 1, seq = excluded.seq",
+            (issue, rehearsal, now, top, json.dumps(rows)),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO mem.filter (h) SELECT value FROM json_each(?)", (hashes,)
+        )
+        self._filtered[(issue, rehearsal)] = top + len(rows)
+        conn.executemany(
+            "UPDATE batches SET indexed = 0 WHERE id = ? AND indexed = 1",
+            [(batch_id,) for batch_id in sorted({b for b, _k, _e in rows})],
+        )
 
     def statuses(
         self, issue: str, keys: Sequence[str], *, rehearsal: bool = False
@@ -474,15 +528,24 @@ class Ledger:
         a delivery.
         """
         result: dict[str, str] = {}
-        with self._translate():
+        if not keys:
+            return result
+        with self._translate(), self._reading() as conn:
             for chunk in _chunks(keys, MAX_KEYS_PER_QUERY):
-                rows = self._conn.execute(
-                    "SELECT key, status FROM deliveries WHERE issue = ? AND rehearsal = ? "
-                    f"AND key IN ({_placeholders(len(chunk))})",
-                    (issue, rehearsal, *chunk),
-                )
-                result.update(rows)
+                found, _hashes = self._current(conn, issue, rehearsal, chunk)
+                result.update((key, status) for _batch, key, status in found)
         return result
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: several queries see the same state of the file."""
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     def begin_batch(self, send_id: int, issue: str, recipients: Sequence[tuple[str, str]]) -> int:
         """Mark (key, email) recipients ``pending`` and commit, before their request goes out.
@@ -507,23 +570,13 @@ class Ledger:
                     batch_id, rehearsal = self._insert_batch(
                         conn, send_id, issue, len(recipients), now
                     )
-                    pairs = json.dumps([[key, email] for key, email in recipients])
-                    changed = conn.execute(
-                        _UPSERT_PENDING, (issue, rehearsal, batch_id, now, pairs)
-                    ).rowcount
-                    if changed != len(recipients):
-                        done = {
-                            key: status
-                            for key, status in self.statuses(
-                                issue, keys, rehearsal=rehearsal
-                            ).items()
-                            if status in (SENT, REJECTED)
-                        }
-                        shown = ", ".join(f"{k} ({s})" for k, s in sorted(done.items())[:5])
-                        raise LedgerError(
-                            f"issue {issue}: {len(done)} recipient(s) already {SENT} or "
-                            f"{REJECTED}, refusing to mail them again: {shown}"
-                        )
+                    self._claim(
+                        conn,
+                        issue,
+                        rehearsal,
+                        [(batch_id, key, email) for key, email in recipients],
+                        now,
+                    )
             finally:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
         return batch_id
@@ -555,16 +608,11 @@ class Ledger:
             self._conn.execute("PRAGMA synchronous = FULL")
             try:
                 with self._transaction() as conn:
-                    rehearsal = {b: self._rehearsal(conn, b) for b in {b for b, _k, _e in pending}}
-                    changed = conn.executemany(
-                        _UPSERT_ONE_PENDING,
-                        [(issue, rehearsal[b], k, e, b, now) for b, k, e in pending],
-                    ).rowcount
-                    if changed != len(pending):
-                        raise LedgerError(
-                            f"issue {issue}: a recipient is already {SENT} or {REJECTED}, "
-                            "refusing to mail it again"
-                        )
+                    by_kind: dict[bool, list[tuple[int, str, str]]] = {}
+                    for row in pending:
+                        by_kind.setdefault(self._rehearsal(conn, row[0]), []).append(row)
+                    for rehearsal, rows in by_kind.items():
+                        self._claim(conn, issue, rehearsal, rows, now)
                     conn.executemany(
                         "UPDATE deliveries SET status = 'sent', provider_id = ?, updated_at = ? "
                         "WHERE batch_id = ? AND key = ? AND status = 'pending'",
@@ -574,15 +622,11 @@ class Ledger:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
 
     def _rehearsal(self, conn: sqlite3.Connection, batch_id: int) -> bool:
-        """Whether the batch belongs to a rehearsal (an outbox send), by its send's provider."""
-        row = conn.execute(
-            "SELECT s.provider FROM batches AS b JOIN sends AS s ON b.send_id = s.id "
-            "WHERE b.id = ?",
-            (batch_id,),
-        ).fetchone()
+        """Whether the batch belongs to a rehearsal (an outbox send)."""
+        row = conn.execute("SELECT rehearsal FROM batches WHERE id = ?", (batch_id,)).fetchone()
         if row is None:
             raise LedgerError(f"{self.path}: batch {batch_id} does not exist")
-        return is_rehearsal(row[0])
+        return bool(row[0])
 
     def _insert_batch(
         self, conn: sqlite3.Connection, send_id: int, issue: str, size: int, now: str
@@ -591,13 +635,14 @@ class Ledger:
         row = conn.execute("SELECT issue, provider FROM sends WHERE id = ?", (send_id,)).fetchone()
         if row is None or row[0] != issue:
             raise LedgerError(f"{self.path}: send {send_id} is not a send of issue {issue}")
+        rehearsal = is_rehearsal(row[1])
         cursor = conn.execute(
-            "INSERT INTO batches (send_id, issue, status, size, created_at, updated_at) "
-            "VALUES (?, ?, 'pending', ?, ?, ?)",
-            (send_id, issue, size, now, now),
+            "INSERT INTO batches (send_id, issue, status, size, created_at, updated_at, "
+            "rehearsal, indexed) VALUES (?, ?, 'pending', ?, ?, ?, ?, 0)",
+            (send_id, issue, size, now, now, rehearsal),
         )
         assert cursor.lastrowid is not None
-        return cursor.lastrowid, is_rehearsal(row[1])
+        return cursor.lastrowid, rehearsal
 
     def finish_batch(
         self,
@@ -614,7 +659,7 @@ class Ledger:
         ``status`` (sent, failed or unknown) applies to every recipient of the batch except the
         keys in ``rejected`` (key -> the provider's reason), which become ``rejected``, and the
         keys in ``each`` (key -> status, provider id, error): a batch of SMTP messages has an
-        outcome per message.
+        outcome per message. The batch's rows sit side by side, so this writes a few pages.
         """
         if status not in FINISHED_BATCH_STATUSES:
             raise ValueError(
@@ -622,13 +667,10 @@ class Ledger:
             )
         now = _now()
         with self._translate(), self._transaction() as conn:
-            row = conn.execute(
-                "SELECT issue, status FROM batches WHERE id = ?", (batch_id,)
-            ).fetchone()
-            if row is None or row[1] != PENDING:
-                state = "does not exist" if row is None else f"is already {row[1]}"
+            row = conn.execute("SELECT status FROM batches WHERE id = ?", (batch_id,)).fetchone()
+            if row is None or row[0] != PENDING:
+                state = "does not exist" if row is None else f"is already {row[0]}"
                 raise LedgerError(f"{self.path}: batch {batch_id} {state}, cannot finish it")
-            issue = row[0]
             conn.execute(
                 "UPDATE batches SET status = ?, provider_id = ?, error = ?, updated_at = ? "
                 "WHERE id = ?",
@@ -637,12 +679,8 @@ class Ledger:
             if rejected:
                 changed = conn.executemany(
                     "UPDATE deliveries SET status = 'rejected', provider_id = ?, error = ?, "
-                    "updated_at = ? WHERE issue = ? AND key = ? AND batch_id = ? "
-                    "AND status = 'pending'",
-                    [
-                        (provider_id, reason, now, issue, k, batch_id)
-                        for k, reason in rejected.items()
-                    ],
+                    "updated_at = ? WHERE batch_id = ? AND key = ? AND status = 'pending'",
+                    [(provider_id, reason, now, batch_id, k) for k, reason in rejected.items()],
                 ).rowcount
                 if changed != len(rejected):
                     raise LedgerError(
@@ -656,9 +694,8 @@ class Ledger:
                 # marked sent are not pending: both are left as they are.
                 conn.executemany(
                     "UPDATE deliveries SET status = ?, provider_id = ?, error = ?, "
-                    "updated_at = ? WHERE issue = ? AND key = ? AND batch_id = ? "
-                    "AND status = 'pending'",
-                    [(s, p, e, now, issue, k, batch_id) for k, (s, p, e) in each.items()],
+                    "updated_at = ? WHERE batch_id = ? AND key = ? AND status = 'pending'",
+                    [(s, p, e, now, batch_id, k) for k, (s, p, e) in each.items()],
                 )
             conn.execute(
                 "UPDATE deliveries SET status = ?, provider_id = ?, error = ?, updated_at = ? "
@@ -670,8 +707,9 @@ class Ledger:
         """Recipients of an issue per status: real deliveries, or the rehearsals."""
         with self._translate():
             rows = self._conn.execute(
-                "SELECT status, count(*) FROM deliveries WHERE issue = ? AND rehearsal = ? "
-                "GROUP BY status",
+                "SELECT d.status, count(*) FROM batches AS b JOIN deliveries AS d "
+                "ON d.batch_id = b.id WHERE b.issue = ? AND b.rehearsal = ? AND d.current "
+                "GROUP BY d.status",
                 (issue, rehearsal),
             )
             return Counter(dict(rows.fetchall()))
@@ -684,49 +722,60 @@ class Ledger:
         Real deliveries, or with `rehearsal` the outbox's.
 
         Read a page at a time, with no query left open between pages, so the caller may write
-        to the ledger while it iterates (retrying the failed ones, say).
+        to the ledger while it iterates (retrying the failed ones, say). Rows newer than the
+        address index are first copied, sorted, into a scratch table of this connection.
         """
-        sql = (
-            "SELECT issue, key, email, status, batch_id, provider_id, error, updated_at, "
-            "rehearsal FROM deliveries WHERE issue = ? AND rehearsal = ?"
-        )
-        params: tuple[str | int, ...] = (issue, int(rehearsal))
-        if status is not None:
-            sql += " AND status = ?"
-            params += (status,)
-        page = f" ORDER BY key LIMIT {ROWS_PER_PAGE}"
+        which = " AND d.status = ?" if status is not None else ""
+        extra: tuple[str, ...] = (status,) if status is not None else ()
         with self._translate():
-            rows = self._conn.execute(sql + page, params).fetchall()
-        while rows:
-            for row in rows:
-                (
-                    issue_,
-                    key,
-                    email,
-                    status_,
-                    batch_id,
-                    provider_id,
-                    error,
-                    updated_at,
-                    rehearsal_,
-                ) = row
-                yield Delivery(
-                    issue_,
-                    key,
-                    email,
-                    status_,
-                    batch_id,
-                    provider_id,
-                    error,
-                    updated_at,
-                    bool(rehearsal_),
-                )
-            if len(rows) < ROWS_PER_PAGE:
-                return
+            unindexed = self._conn.execute(
+                "SELECT 1 FROM batches WHERE issue = ? AND rehearsal = ? AND indexed = 0 LIMIT 1",
+                (issue, rehearsal),
+            ).fetchone()
+        if unindexed is None:
+            sql = (
+                f"SELECT {_DELIVERY_COLUMNS} FROM recipient_index AS r JOIN deliveries AS d "
+                "ON d.batch_id = r.batch_id AND d.key = r.key WHERE r.issue = ? "
+                f"AND r.rehearsal = ? AND r.key > ? AND d.current{which} "
+                f"ORDER BY r.key LIMIT {ROWS_PER_PAGE}"
+            )
+            last = ""
+            while True:
+                with self._translate():
+                    rows = self._conn.execute(sql, (issue, rehearsal, last, *extra)).fetchall()
+                yield from (_delivery(row) for row in rows)
+                if len(rows) < ROWS_PER_PAGE:
+                    return
+                last = rows[-1][1]
+        self._listings += 1
+        table = f"temp.listing_{self._listings}"
+        try:
             with self._translate():
-                rows = self._conn.execute(
-                    sql + " AND key > ?" + page, (*params, rows[-1][1])
-                ).fetchall()
+                self._conn.execute(
+                    f"CREATE TABLE {table} AS SELECT * FROM ("
+                    f"SELECT {_DELIVERY_COLUMNS} FROM recipient_index AS r JOIN deliveries AS d "
+                    "ON d.batch_id = r.batch_id AND d.key = r.key WHERE r.issue = ?1 "
+                    f"AND r.rehearsal = ?2 AND d.current{which.replace('?', '?3')} UNION "
+                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d "
+                    f"WHERE d.batch_id IN ({_UNINDEXED_12}) "
+                    f"AND d.current{which.replace('?', '?3')}) ORDER BY key",
+                    (issue, rehearsal, *extra),
+                )
+            after = 0
+            while True:
+                with self._translate():
+                    rows = self._conn.execute(
+                        f"SELECT rowid, * FROM {table} WHERE rowid > ? ORDER BY rowid "
+                        f"LIMIT {ROWS_PER_PAGE}",
+                        (after,),
+                    ).fetchall()
+                yield from (_delivery(row[1:]) for row in rows)
+                if len(rows) < ROWS_PER_PAGE:
+                    return
+                after = rows[-1][0]
+        finally:
+            with self._translate():
+                self._conn.execute(f"DROP TABLE IF EXISTS {table}")
 
     def sends(self, issue: str | None = None) -> list[SendRecord]:
         """Every send (of one issue, or of all), oldest first, with manifests and counts."""
@@ -758,8 +807,9 @@ class Ledger:
         """Recipients of the issue now `sent`, by the send that mailed them (killed ones too)."""
         with self._translate():
             rows = self._conn.execute(
-                "SELECT b.send_id, count(*) FROM deliveries AS d JOIN batches AS b "
-                "ON d.batch_id = b.id WHERE d.issue = ? AND d.status = 'sent' GROUP BY b.send_id",
+                "SELECT b.send_id, count(*) FROM batches AS b JOIN deliveries AS d "
+                "ON d.batch_id = b.id WHERE b.issue = ? AND d.status = 'sent' AND d.current "
+                "GROUP BY b.send_id",
                 (issue,),
             )
             return dict(rows.fetchall())
@@ -783,8 +833,8 @@ class Ledger:
         """
         with self._translate():
             row = self._conn.execute(
-                "SELECT 1 FROM deliveries WHERE issue = ? AND status = 'sent' AND rehearsal = 0 "
-                "LIMIT 1",
+                "SELECT 1 FROM batches AS b JOIN deliveries AS d ON d.batch_id = b.id "
+                "WHERE b.issue = ? AND b.rehearsal = 0 AND d.status = 'sent' LIMIT 1",
                 (issue,),
             ).fetchone()
         return row is not None
@@ -893,7 +943,7 @@ class Ledger:
                 "s.status, s.created_at, s.cancelled_at, CASE WHEN s.status = ? "
                 "THEN s.cancelled ELSE (SELECT count(*) FROM deliveries AS d JOIN batches AS b "
                 "ON d.batch_id = b.id WHERE b.send_id = s.send_id AND d.issue = s.issue "
-                "AND d.rehearsal = 0 AND d.status = 'sent') END "
+                "AND d.rehearsal = 0 AND d.current = 1 AND d.status = 'sent') END "
                 "FROM schedules AS s WHERE s.issue = ? ORDER BY s.id",
                 (CANCELLED, issue),
             ).fetchall()
@@ -931,7 +981,7 @@ class Ledger:
             batches = "SELECT id FROM batches WHERE send_id = ?"
             marked = conn.execute(
                 "UPDATE deliveries SET status = 'failed', error = ?, updated_at = ? "
-                f"WHERE issue = ? AND rehearsal = 0 AND batch_id IN ({batches}) "
+                f"WHERE issue = ? AND rehearsal = 0 AND current = 1 AND batch_id IN ({batches}) "
                 "AND status IN ('sent', 'unknown', 'pending')",
                 (reason, now, issue, send_id),
             ).rowcount
@@ -955,7 +1005,7 @@ class Ledger:
                 return self.was_sent(issue)
             row = self._conn.execute(
                 "SELECT 1 FROM deliveries AS d JOIN batches AS b ON d.batch_id = b.id "
-                "WHERE d.issue = ? AND d.status = 'sent' AND d.rehearsal = 0 "
+                "WHERE d.issue = ? AND d.status = 'sent' AND d.rehearsal = 0 AND d.current = 1 "
                 "AND b.send_id NOT IN (SELECT send_id FROM schedules WHERE issue = ? "
                 "AND status = ? AND send_at > ?) LIMIT 1",
                 (issue, issue, SCHEDULED, now.astimezone(UTC).isoformat(timespec="seconds")),

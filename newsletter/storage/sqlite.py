@@ -5,6 +5,9 @@ recipient send's ledger writes never wait behind a reader's unsubscribe. Write-a
 lets readers run during a write; `busy_timeout` makes a writer wait for another instead of
 failing; every write is one `BEGIN IMMEDIATE` transaction of a few rows. That is what lets
 `newsletter serve` and `newsletter send` run at once on one workspace.
+
+Over 400 lines: one implementation of the `Store` protocol, whose methods share the
+connection and the transaction rule above; splitting it would split one class.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any, cast
 
 from newsletter.errors import LedgerError
 from newsletter.lists.addresses import address_key
-from newsletter.storage.ledger import Ledger, immediate
+from newsletter.storage.connect import BUSY_TIMEOUT_S, configure, connect, immediate
+from newsletter.storage.ledger import Ledger
 from newsletter.storage.lock import send_lock
 from newsletter.storage.store import (
     STATUS_OF_KIND,
@@ -33,7 +37,6 @@ from newsletter.storage.store import (
 )
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 30.0
 _PAGE = 1000
 
 _SCHEMA = """
@@ -110,16 +113,11 @@ class SQLiteStore:
         except OSError as e:
             raise LedgerError(f"{state_dir}: cannot create the state folder: {e.strerror}") from e
         with self._translate():
-            # isolation_level=None: every transaction is opened here, with BEGIN IMMEDIATE.
-            # check_same_thread=False: the service answers from a thread pool, one call at a time.
-            self._conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
+            # threads: the service answers from a thread pool, one call at a time.
+            self._conn = connect(self.path, threads=True)
         try:
             with self._translate():
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-                self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                configure(self._conn)
                 with self._write() as conn:
                     version = conn.execute("PRAGMA user_version").fetchone()[0]
                     if version > SCHEMA_VERSION:

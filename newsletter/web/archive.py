@@ -11,6 +11,9 @@ The page of an issue is `<issue-id>.html`, the name every mail's "view in browse
 (`Config.issue_url`). The site is built in a fresh folder beside the target and swapped
 in, so a failed build leaves the previous site whole. It replaces only a folder that it
 made itself: one holding files it did not write is refused.
+
+Over 400 lines: the choice of what is published, the pages and the feeds share one model of
+an entry; the markup itself is in templates/archive/.
 """
 
 from __future__ import annotations

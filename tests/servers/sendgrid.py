@@ -38,6 +38,13 @@ request that reaches the server (even one to a wrong path) consumes a queued fau
                                  no body; nothing recorded.
     slow(seconds)                read the request, sleep, then process and answer as usual. A
                                  client that timed out meanwhile is still recorded as accepted.
+    close_after_answer()         process and answer as usual, then close the connection without
+                                 having said `Connection: close`: a keep-alive timeout that ran
+                                 out just after the answer. A client must notice before it
+                                 writes its next request on that connection.
+
+Connections are kept open between requests (HTTP/1.1 keep-alive, closed after 10 s idle);
+`connections_opened` counts the connections clients have made.
 
 Suppression lists (GET, read-only): `add_suppressions(name, *rows)` stores rows for
 /v3/suppression/{bounces,blocks,invalid_emails,spam_reports,unsubscribes} (each row a dict
@@ -136,7 +143,13 @@ class Fault:
     """One misbehaviour for one request; build them with the functions below."""
 
     kind: Literal[
-        "status", "drop_before_read", "drop_after_accept", "slow", "slow_answer", "redirect"
+        "status",
+        "drop_before_read",
+        "drop_after_accept",
+        "slow",
+        "slow_answer",
+        "redirect",
+        "close_after_answer",
     ]
     code: int = 0
     message: str | None = None
@@ -195,6 +208,11 @@ def slow_answer(seconds: float) -> Fault:
     """Process the request (record it if valid), then sleep `seconds` before answering: a
     client killed meanwhile never learns that its batch was taken."""
     return Fault("slow_answer", seconds=seconds)
+
+
+def close_after_answer() -> Fault:
+    """Answer as usual, then close the connection, as a keep-alive timeout would."""
+    return Fault("close_after_answer")
 
 
 def redirect(location: str, code: int = 302) -> Fault:
@@ -526,6 +544,7 @@ class SendGridServer:
         #: Set by close(): a slow fault's sleep ends at once, so closing never waits out
         #: a delay no client is waiting for any more.
         self._closing = threading.Event()
+        self._connections_opened = 0
         self._suppressions: dict[str, list[dict[str, Any]]] = {n: [] for n in SUPPRESSION_LISTS}
         self._group_suppressions: dict[int, list[str]] = {}
         self.suppression_requests: list[str] = []
@@ -627,6 +646,11 @@ class SendGridServer:
         return self._recipients
 
     @property
+    def connections_opened(self) -> int:
+        """Connections clients have opened to the server so far."""
+        return self._connections_opened
+
+    @property
     def peak_concurrent_requests(self) -> int:
         """The most requests the server was handling at one moment (read to answered)."""
         return self._peak_handling
@@ -670,6 +694,7 @@ class SendGridServer:
         with self._lock:
             if open_:
                 self._connections.add(connection)
+                self._connections_opened += 1
             else:
                 self._connections.discard(connection)
 
@@ -934,6 +959,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(response.body)
+        if fault is not None and fault.kind == "close_after_answer":
+            self.close_connection = True
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
 

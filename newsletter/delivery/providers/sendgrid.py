@@ -1,4 +1,4 @@
-"""SendGrid's v3 mail send, up to 1000 recipients a request, over the stdlib's urllib.
+"""SendGrid's v3 mail send, up to 1000 recipients a request, over kept-open connections.
 
 The issue's HTML and text go once per request; each recipient is a personalization with
 its slots as substitutions (HTML-escaped values for the HTML part's slots, raw ones for
@@ -11,19 +11,21 @@ goes in its xn-- form; an address with a non-ASCII local part is refused up fron
 (`refusal`), and one that a 400 names (`personalizations.N`) is set aside as rejected while
 the rest of the batch is sent again. The API key goes to the API host only: a redirect is
 never followed (urllib's would re-send the Authorization header to wherever it points).
+Requests go over one kept-open connection per sending thread (`providers/http.py` says
+when a request is written again and when its outcome is unknown).
+
+Over 400 lines: the payload builder, the answer parsing and the request belong to one wire
+format, and what a 400 names must be read by the code that numbered the personalizations.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import email.utils
-import http.client
 import json
 import re
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
@@ -37,6 +39,7 @@ from newsletter.content.issue import Line
 from newsletter.content.personalise import Part, escape, slot_values
 from newsletter.delivery.message import list_unsubscribe
 from newsletter.delivery.providers.base import CampaignView, ProviderSpec, Sent, section
+from newsletter.delivery.providers.http import AnswerLost, Connections, NotSent
 from newsletter.delivery.providers.sendgrid_schedule import SCHEDULING
 from newsletter.errors import (
     ConfigError,
@@ -153,32 +156,32 @@ class PayloadBuilder:
     def __init__(
         self, campaign: CampaignView, settings: SendGridSettings, *, sandbox: bool = False
     ) -> None:
-        h, r = campaign.headers, campaign.rendered
+        headers, rendered = campaign.headers, campaign.rendered
         self.campaign = campaign
-        self.slots = r.slots
+        self.slots = rendered.slots
         self.tokens = [
             (
-                r.slots.token(s.field, s.fallback, Part.HTML),
-                r.slots.token(s.field, s.fallback, Part.TEXT),
+                rendered.slots.token(slot.field, slot.fallback, Part.HTML),
+                rendered.slots.token(slot.field, slot.fallback, Part.TEXT),
             )
-            for s in r.slots.slots
+            for slot in rendered.slots.slots
         ]
-        sender: dict[str, str] = {"email": ascii_domain(h.from_email)}
-        if h.from_name:
-            sender["name"] = h.from_name
+        sender: dict[str, str] = {"email": ascii_domain(headers.from_email)}
+        if headers.from_name:
+            sender["name"] = headers.from_name
         base: dict[str, Any] = {
             "from": sender,
             "subject": campaign.subject,
             "content": [
-                {"type": "text/plain", "value": r.text},
-                {"type": "text/html", "value": r.html},
+                {"type": "text/plain", "value": rendered.text},
+                {"type": "text/html", "value": rendered.html},
             ],
-            "headers": {"List-Id": f"{h.list_name} <{h.list_id}>"},
+            "headers": {"List-Id": f"{headers.list_name} <{headers.list_id}>"},
             "categories": [settings.category],
-            "custom_args": {"issue": campaign.issue_id, "list": h.list_id},
+            "custom_args": {"issue": campaign.issue_id, "list": headers.list_id},
         }
-        if h.reply_to:
-            base["reply_to"] = {"email": ascii_domain(h.reply_to)}
+        if headers.reply_to:
+            base["reply_to"] = {"email": ascii_domain(headers.reply_to)}
         if settings.asm_group_id is not None:
             base["asm"] = {"group_id": settings.asm_group_id}
         if sandbox:
@@ -187,8 +190,8 @@ class PayloadBuilder:
             base["send_at"] = campaign.schedule.send_at
             base["batch_id"] = campaign.schedule.batch_id
         self.base = base
-        self.unsubscribe_mailto = h.unsubscribe_mailto
-        self._json_tokens = [(_json(h_), _json(t_)) for h_, t_ in self.tokens]
+        self.unsubscribe_mailto = headers.unsubscribe_mailto
+        self._json_tokens = [(_json(html), _json(text)) for html, text in self.tokens]
         self._frame: tuple[str, str] | None = None
 
     def body(self, batch: Sequence[Recipient]) -> str:
@@ -202,7 +205,7 @@ class PayloadBuilder:
             cut = frame.rindex('"personalizations": []') + len('"personalizations": [')
             self._frame = (frame[:cut], frame[cut:])
         head, tail = self._frame
-        parts = [self._personalization_json(r) for r in batch]
+        parts = [self._personalization_json(recipient) for recipient in batch]
         if not parts:
             return head + tail
         # one join makes the only large string: each large allocation costs page faults
@@ -274,9 +277,9 @@ def _problems(text: str) -> list[tuple[str, str]] | None:
     if not isinstance(errors, list):
         return None
     return [
-        (str(e.get("field") or ""), str(e.get("message", "")))
-        for e in errors
-        if isinstance(e, dict)
+        (str(error.get("field") or ""), str(error.get("message", "")))
+        for error in errors
+        if isinstance(error, dict)
     ]
 
 
@@ -317,13 +320,6 @@ def _refused_recipients(text: str, size: int) -> dict[int, str] | None:
     return refused
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A 3xx comes back as an HTTPError: following it would send the key to another host."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 class SendGridProvider:
     name = "sendgrid"
 
@@ -336,14 +332,13 @@ class SendGridProvider:
         self.concurrency = account.settings.concurrent_requests
         self.payloads = PayloadBuilder(campaign, account.settings, sandbox=sandbox)
         self._secrets = campaign.secrets
-        self._url = account.host + SEND_PATH
         self._headers = {
             "Authorization": f"Bearer {account.api_key}",
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "application/json",
             "User-Agent": f"newsletter/{__version__}",
         }
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._connections = Connections(account.host, TIMEOUT)
 
     def send(self, batch: Sequence[Recipient]) -> Sent:
         """One request; if SendGrid refuses only some personalizations (a 400 naming them),
@@ -356,38 +351,33 @@ class SendGridProvider:
             except _Refused as refused:
                 for index, reason in refused.recipients.items():
                     rejected[remaining[index].key] = self._clean(f"SendGrid refused it: {reason}")
-                remaining = [r for i, r in enumerate(remaining) if i not in refused.recipients]
+                remaining = [
+                    recipient
+                    for index, recipient in enumerate(remaining)
+                    if index not in refused.recipients
+                ]
                 continue
             return Sent(provider_id=sent, rejected=rejected)
         return Sent(provider_id=None, rejected=rejected)
 
     def _post(self, batch: Sequence[Recipient]) -> str | None:
         """The request for `batch`: SendGrid's message id, or an error saying what became of it."""
-        request = urllib.request.Request(
-            self._url,
-            data=self.payloads.body(batch).encode("ascii"),
-            headers=self._headers,
-            method="POST",
-        )
+        body = self.payloads.body(batch).encode("ascii")
         try:
-            with self._opener.open(request, timeout=TIMEOUT) as response:
-                response.read()
-                status, headers = response.status, response.headers
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raise self._http_error(exc.code, exc.headers, exc.read(), batch) from None
-        except urllib.error.URLError as exc:
-            # urllib wraps errors while *sending* the request: SendGrid never got all of it
+            answer = self._connections.post(SEND_PATH, body, self._headers)
+        except NotSent as exc:
             raise TransientProviderError(
-                f"cannot reach SendGrid at {self.host}: {self._clean(str(exc.reason))}; "
-                "nothing was sent"
+                f"cannot reach SendGrid at {self.host}: {self._clean(exc)}; nothing was sent"
             ) from None
-        except (http.client.HTTPException, OSError) as exc:
+        except AnswerLost as exc:
             raise UnknownOutcomeError(
                 f"SendGrid at {self.host} took the request but the connection was lost before "
-                f"it answered ({type(exc).__name__}); these {len(batch)} recipients may or may "
+                f"it answered ({self._clean(exc)}); these {len(batch)} recipients may or may "
                 "not get the issue"
             ) from None
+        status, headers = answer.status, answer.headers
+        if status >= 300:
+            raise self._http_error(status, headers, answer.body, batch)
         if status == 200 and self.sandbox:
             return "sandbox"
         if status != 202:
@@ -438,7 +428,8 @@ class SendGridProvider:
         )
 
     def close(self) -> None:
-        """Each request opens its own connection: nothing stays open."""
+        """Close the kept-open connections."""
+        self._connections.close()
 
 
 class _Refused(Exception):
@@ -459,30 +450,29 @@ def _deliver_one(account: SendGridAccount, message: EmailMessage, secrets: list[
         "content": [{"type": "text/plain", "value": message.get_content()}],
         "tracking_settings": {"click_tracking": {"enable": False}},
     }
-    request = urllib.request.Request(
-        account.host + SEND_PATH,
-        data=json.dumps(body).encode("utf-8"),
-        headers={
-            "Authorization": f"Bearer {account.api_key}",
-            "Content-Type": "application/json; charset=utf-8",
-            "Accept": "application/json",
-            "User-Agent": f"newsletter/{__version__}",
-        },
-        method="POST",
-    )
+    connections = Connections(account.host, TIMEOUT)
     try:
-        with urllib.request.build_opener(_NoRedirect).open(request, timeout=TIMEOUT) as response:
-            response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            if exc.code == 429 or exc.code >= 500:
-                raise TransientProviderError(
-                    f"SendGrid could not take the confirmation mail (HTTP {exc.code})"
-                ) from None
-            raise PermanentProviderError(
-                f"SendGrid refused the confirmation mail (HTTP {exc.code})", status=exc.code
-            ) from None
-    except (urllib.error.URLError, OSError) as exc:
+        answer = connections.post(
+            SEND_PATH,
+            json.dumps(body).encode("utf-8"),
+            {
+                "Authorization": f"Bearer {account.api_key}",
+                "Content-Type": "application/json; charset=utf-8",
+                "Accept": "application/json",
+                "User-Agent": f"newsletter/{__version__}",
+            },
+        )
+    except (NotSent, AnswerLost) as exc:
         raise TransientProviderError(
             redact(f"cannot reach SendGrid at {account.host}: {exc}", secrets)
         ) from None
+    finally:
+        connections.close()
+    if answer.status == 429 or answer.status >= 500:
+        raise TransientProviderError(
+            f"SendGrid could not take the confirmation mail (HTTP {answer.status})"
+        )
+    if answer.status >= 300:
+        raise PermanentProviderError(
+            f"SendGrid refused the confirmation mail (HTTP {answer.status})", status=answer.status
+        )
