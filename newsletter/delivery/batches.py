@@ -35,7 +35,7 @@ from newsletter.errors import (
     TransientProviderError,
     UnknownOutcomeError,
 )
-from newsletter.storage.ledger import Ledger
+from newsletter.storage.store import LedgerStore
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class _GroupMarks:
     sent marks ride along: with several connections, one fsync covers a message on each.
     """
 
-    def __init__(self, ledger: Ledger, issue: str) -> None:
+    def __init__(self, ledger: LedgerStore, issue: str) -> None:
         self.ledger, self.issue = ledger, issue
         self.cond = threading.Condition()
         self.pending: list[tuple[int, str, str, _Waiting]] = []
@@ -157,7 +157,7 @@ class BatchSender:
         self,
         *,
         provider: Provider,
-        ledger: Ledger | None,
+        ledger: LedgerStore | None,
         send_id: int,
         issue: str,
         retries: Retries,
@@ -192,10 +192,10 @@ class BatchSender:
         # A provider that sends a batch as a series of messages marks each in the ledger as it
         # goes, from the worker threads, through a second connection of their own.
         self.per_message = bool(getattr(provider, "marks_each_message", False)) and bool(ledger)
-        self._marks_ledger: Ledger | None = None
+        self._marks_ledger: LedgerStore | None = None
         self._group: _GroupMarks | None = None
         if self.per_message and ledger is not None:
-            self._marks_ledger = Ledger(ledger.path, threads=True)
+            self._marks_ledger = ledger.for_threads()
             self._group = _GroupMarks(self._marks_ledger, issue)
 
     def close(self) -> None:

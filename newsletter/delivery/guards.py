@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from newsletter.content.check import preflight
 from newsletter.delivery.campaign import Campaign
-from newsletter.storage.ledger import Ledger, is_rehearsal
+from newsletter.storage.ledger import is_rehearsal
+from newsletter.storage.store import LedgerStore
 from newsletter.words import plural
 
 #: The flags that override each kind of refusal, as the CLI spells them.
@@ -41,7 +42,7 @@ def content_findings(campaign: Campaign, *, force: bool) -> Findings:
 
 
 def sent_under_another_id(
-    ledger: Ledger, campaign: Campaign, issue_sha256: str, provider: str
+    ledger: LedgerStore, campaign: Campaign, issue_sha256: str, provider: str
 ) -> list[str]:
     """Earlier sends that mailed readers this same issue under another id.
 

@@ -33,9 +33,8 @@ from newsletter.errors import (
     SendRefused,
     UsageError,
 )
-from newsletter.storage.ledger import Ledger
 from newsletter.storage.schedules import SCHEDULED, Schedule
-from newsletter.storage.store import existing_ledger, open_store
+from newsletter.storage.store import LedgerStore, existing_ledger, open_store
 from newsletter.words import plural
 
 #: Room left for the requests of a long send below the provider's window: a time right at
@@ -261,7 +260,7 @@ def cancel_scheduled(
 
 
 def _cancel_one(
-    config: Config, ledger: Ledger, schedule: Schedule, report: CancelReport, now: float
+    config: Config, ledger: LedgerStore, schedule: Schedule, report: CancelReport, now: float
 ) -> None:
     at = _moment(schedule.send_at, config)
     if schedule.status != SCHEDULED:

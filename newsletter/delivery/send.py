@@ -65,8 +65,9 @@ from newsletter.lists.subscribers import (
     read_subscribers,
 )
 from newsletter.lists.tokens import SECRET_ENV
-from newsletter.storage.ledger import Ledger, Manifest, is_rehearsal
+from newsletter.storage.ledger import Manifest, is_rehearsal
 from newsletter.storage.store import (
+    LedgerStore,
     Store,
     Suppression,
     existing_ledger,
@@ -234,7 +235,7 @@ def _manifest(
 
 
 def _changed_since(
-    ledger: Ledger, issue: str, version: tuple[str, str], provider: str
+    ledger: LedgerStore, issue: str, version: tuple[str, str], provider: str
 ) -> list[str]:
     """Earlier sends of the issue that mailed people another version of it: said, not refused,
     since fixing a typo before resuming a stopped send is what an editor would do. Only
@@ -269,7 +270,7 @@ def _changed_since(
 def _classify(
     stream: Iterable[Subscriber | Skipped],
     report: Report,
-    ledger: Ledger | None,
+    ledger: LedgerStore | None,
     campaign: Campaign,
     options: SendOptions,
     skip_log: _SkipLog,
@@ -366,7 +367,7 @@ def _nobody_mailed(report: Report, list_path: Path, options: SendOptions) -> str
 
 def _findings(
     report: Report,
-    ledger: Ledger | None,
+    ledger: LedgerStore | None,
     campaign: Campaign,
     version: tuple[str, str] | None,
     options: SendOptions,
@@ -391,7 +392,7 @@ def _findings(
             report.refused += earlier
 
 
-def _bounced(ledger: Ledger | None) -> frozenset[str]:
+def _bounced(ledger: LedgerStore | None) -> frozenset[str]:
     return (
         frozenset(key for key, *_rest in ledger.unsuppressed_bounces()) if ledger else frozenset()
     )
@@ -475,14 +476,14 @@ def dry_run(
     return report
 
 
-def _earlier(limit: RateLimit, ledger: Ledger | None, provider: str) -> list[float]:
+def _earlier(limit: RateLimit, ledger: LedgerStore | None, provider: str) -> list[float]:
     """For a cap over hours or a day: what earlier sends through the provider used of it."""
     if ledger is None or limit.period < 3600:
         return []
     return ledger.sent_since(provider, datetime.now(UTC) - timedelta(seconds=limit.period))
 
 
-def _limiter(limit: RateLimit, ledger: Ledger, provider: str) -> Limiter:
+def _limiter(limit: RateLimit, ledger: LedgerStore, provider: str) -> Limiter:
     return Limiter(limit, f"{provider}.rate_limit", _earlier(limit, ledger, provider))
 
 
@@ -515,7 +516,7 @@ class _Cleanup:
                 self.later.append(exc)
 
 
-def _apply_bounces(ledger: Ledger, store: Store, report: Report) -> None:
+def _apply_bounces(ledger: LedgerStore, store: Store, report: Report) -> None:
     """Put hard bounces the ledger holds in the store's suppressions; say so if it cannot.
 
     The store is another file than the ledger (and may be another database), so its write

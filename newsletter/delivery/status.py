@@ -19,9 +19,9 @@ from newsletter.config import Config
 from newsletter.delivery.reputation import IssueFeedback, issue_feedback
 from newsletter.delivery.schedule import zone
 from newsletter.errors import NoSendError, UsageError
-from newsletter.storage.ledger import STATUSES, Delivery, Ledger, SendRecord
+from newsletter.storage.ledger import STATUSES, Delivery, SendRecord
 from newsletter.storage.schedules import Schedule
-from newsletter.storage.store import existing_ledger
+from newsletter.storage.store import LedgerStore, existing_ledger
 
 #: The order a person reads the states in: delivered first, then what needs a decision.
 ORDER = ("sent", "unknown", "pending", "failed", "rejected")
@@ -59,7 +59,7 @@ def issue_id(given: str) -> str:
     return Path(given).stem if given.endswith((".yaml", ".yml")) else given
 
 
-def _open(config: Config) -> Ledger:
+def _open(config: Config) -> LedgerStore:
     ledger = existing_ledger(config)
     if ledger is None:
         raise NoSendError(
@@ -68,7 +68,7 @@ def _open(config: Config) -> Ledger:
     return ledger
 
 
-def _sends(ledger: Ledger, issue: str) -> list[SendRecord]:
+def _sends(ledger: LedgerStore, issue: str) -> list[SendRecord]:
     sends = ledger.sends(issue)
     if not sends:
         known = sorted({s.issue for s in ledger.sends()})

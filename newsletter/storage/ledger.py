@@ -300,6 +300,10 @@ class Ledger:
         """Close the file; SQLite then folds the write-ahead log back into it."""
         self._conn.close()
 
+    def for_threads(self) -> Ledger:
+        """A second connection to this file that worker threads may use, one at a time."""
+        return Ledger(self.path, threads=True)
+
     def __enter__(self) -> Ledger:
         return self
 

@@ -29,6 +29,7 @@ from newsletter.storage.lock import send_lock
 from newsletter.storage.store import (
     STATUS_OF_KIND,
     Consent,
+    LedgerStore,
     Member,
     MemberStatus,
     Signup,
@@ -38,6 +39,9 @@ from newsletter.storage.store import (
 
 SCHEMA_VERSION = 1
 _PAGE = 1000
+
+#: Checked by mypy: SQLite's ledger keeps the `LedgerStore` contract the package relies on.
+_LEDGER: type[LedgerStore] = Ledger
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS suppressions (

@@ -12,12 +12,13 @@ more branch in `open_store` (chosen by a connection URL): nothing outside `stora
 What it would take: the same tables; `suppress` as INSERT ... ON CONFLICT DO NOTHING;
 `confirm_signup` as UPDATE ... WHERE used_at IS NULL RETURNING, as here; `send_lock` as
 `pg_try_advisory_lock` on the issue's hash (held by the session, so a killed sender frees it);
-and a ledger with the methods of today's `Ledger`, which are the contract.
+and a ledger with the methods of `LedgerStore` below, which are the contract (SQLite's is
+`storage/ledger.py`'s `Ledger`, named by nothing outside `storage/`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, get_args
@@ -25,8 +26,14 @@ from typing import TYPE_CHECKING, Literal, Protocol, get_args
 from newsletter.lists.addresses import address_key
 
 if TYPE_CHECKING:
+    from collections import Counter
+    from datetime import datetime
+    from pathlib import Path
+    from types import TracebackType
+
     from newsletter.config import Config
-    from newsletter.storage.ledger import Ledger
+    from newsletter.storage.ledger import Delivery, Manifest, SendRecord
+    from newsletter.storage.schedules import Schedule
 
 #: Where a subscriber stands. Only `subscribed` members are mailed.
 MemberStatus = Literal["subscribed", "pending", "unsubscribed", "bounced", "complained"]
@@ -96,10 +103,162 @@ class Signup:
     ip: str
 
 
+class LedgerStore(Protocol):
+    """The send record: who was mailed which issue, and in which state each recipient is.
+
+    Exactly-once rests on one order: a recipient is `pending` on disk before their request
+    leaves, and is settled (`sent`, `rejected`, `failed`, `unknown`) only from the provider's
+    answer. A claim (`begin_batch`, `mark_messages`) refuses a key already `sent` or `rejected`
+    and takes over a `failed`, `unknown` or `pending` one; `recover` turns what a killed process
+    left `pending` into `unknown` (a send skips those unless asked to retry them). Each write
+    is one transaction.
+    Keys are `address_key`s; `rehearsal` rows (outbox, dry runs) never count as deliveries.
+    """
+
+    #: Where the ledger is kept, named in messages to the editor.
+    path: Path
+
+    def close(self) -> None:
+        """Release the connection; what was committed stays whole."""
+        ...
+
+    def __enter__(self) -> LedgerStore: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the ledger."""
+        ...
+
+    def for_threads(self) -> LedgerStore:
+        """A second connection to the same ledger, usable from worker threads one at a time."""
+        ...
+
+    # --- a send and its batches ---
+    def start_send(self, manifest: Manifest) -> int:
+        """Record that a send begins, with its manifest, before any batch; returns its id."""
+        ...
+
+    def finish_send(self, send_id: int, *, status: str, counts: Mapping[str, int]) -> None:
+        """Record how a send ended and how many recipients ended in each state."""
+        ...
+
+    def recover(self, issue: str) -> int:
+        """Mark `pending` rows of a killed send `unknown` (under `send_lock`); returns how many."""
+        ...
+
+    def statuses(
+        self, issue: str, keys: Sequence[str], *, rehearsal: bool = False
+    ) -> dict[str, str]:
+        """The status of each key that has a row: what decides who a send skips."""
+        ...
+
+    def begin_batch(self, send_id: int, issue: str, recipients: Sequence[tuple[str, str]]) -> int:
+        """Commit (key, email) recipients `pending` before the request; refuses a done key."""
+        ...
+
+    def open_batch(self, send_id: int, issue: str, size: int) -> int:
+        """A batch whose recipients are marked one by one (`mark_messages`) as each leaves."""
+        ...
+
+    def mark_messages(
+        self,
+        issue: str,
+        pending: Sequence[tuple[int, str, str]],
+        sent: Sequence[tuple[int, str, str]] = (),
+    ) -> None:
+        """Commit (batch, key, email) `pending` before those messages leave, and (batch, key,
+        provider id) `sent`, in one durable transaction."""
+        ...
+
+    def finish_batch(
+        self,
+        batch_id: int,
+        status: str,
+        *,
+        provider_id: str | None = None,
+        error: str | None = None,
+        rejected: Mapping[str, str] | None = None,
+        each: Mapping[str, tuple[str, str | None, str | None]] | None = None,
+    ) -> None:
+        """Settle a batch from the provider's answer, once, in one transaction."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Make the committed record whole in the ledger's own storage (end of a send)."""
+        ...
+
+    # --- reading ---
+    def counts(self, issue: str, *, rehearsal: bool = False) -> Counter[str]:
+        """Recipients of an issue per status: real deliveries, or the rehearsals."""
+        ...
+
+    def deliveries(
+        self, issue: str, status: str | None = None, *, rehearsal: bool = False
+    ) -> Iterator[Delivery]:
+        """Every recipient row of an issue (optionally one status), streamed in key order."""
+        ...
+
+    def sends(self, issue: str | None = None) -> list[SendRecord]:
+        """Every send (of one issue, or of all), oldest first, with manifests and counts."""
+        ...
+
+    def sent_per_send(self, issue: str) -> dict[int, int]:
+        """Recipients of the issue now `sent`, by the send that mailed them (killed ones too)."""
+        ...
+
+    def sent_since(self, provider: str, since: datetime) -> list[float]:
+        """When (epoch seconds) each recipient sent through `provider` after `since` was."""
+        ...
+
+    def was_sent(self, issue: str) -> bool:
+        """Whether any reader received the issue (rehearsals do not count)."""
+        ...
+
+    def was_delivered(self, issue: str, now: datetime) -> bool:
+        """`was_sent`, less what a provider still holds for after `now` (`send --at`)."""
+        ...
+
+    def backup(self, dest: Path) -> None:
+        """A whole, consistent copy of the ledger at `dest`, safe while a send writes."""
+        ...
+
+    # --- hard bounces on their way to the suppressions ---
+    def record_bounces(self, issue: str, bounces: Sequence[tuple[str, str, str]]) -> None:
+        """Keep (key, email, reason) hard bounces until they are on the suppression list."""
+        ...
+
+    def unsuppressed_bounces(self) -> list[tuple[str, str, str, str]]:
+        """Hard bounces not yet suppressed, as (key, email, reason, issue)."""
+        ...
+
+    def bounces_suppressed(self, keys: Sequence[str]) -> None:
+        """Mark hard bounces as written to the suppression list."""
+        ...
+
+    # --- sends a provider holds for later ---
+    def record_schedule(
+        self, issue: str, send_id: int, provider: str, provider_batch: str, send_at: datetime
+    ) -> int:
+        """Record a scheduled send before its first request, so a killed one can be cancelled."""
+        ...
+
+    def schedules(self, issue: str) -> list[Schedule]:
+        """The issue's scheduled sends, oldest first, each with the recipients it holds."""
+        ...
+
+    def cancel_schedule(self, schedule_id: int, reason: str) -> int:
+        """Mark a cancelled schedule's recipients `failed` (under `send_lock`); returns how many."""
+        ...
+
+
 class Store(Protocol):
     """What any storage backend provides. Each write is one short transaction of its own."""
 
-    def ledger(self) -> Ledger:
+    def ledger(self) -> LedgerStore:
         """The send ledger; closed with the store."""
         ...
 
@@ -199,7 +358,7 @@ def open_existing_store(config: Config) -> Store | None:
     return open_store(config)
 
 
-def existing_ledger(config: Config) -> Ledger | None:
+def existing_ledger(config: Config) -> LedgerStore | None:
     """The ledger for reading (`status`, the archive), or None if nothing was ever sent
     from here: it creates nothing, not even the store."""
     from newsletter.storage.sqlite import SQLiteStore
