@@ -127,3 +127,51 @@ def test_the_archive_words_can_be_changed_in_the_config(tmp_path: Path) -> None:
     build_archive(load_config(ws / "newsletter.yaml", env={}))
     index = (ws / "site" / "index.html").read_text("utf-8")
     assert "<h1>Back issues</h1>" in index and "All of " in index
+
+
+TWO_STORIES = (
+    MINIMAL_ISSUE
+    + """\
+  - headline: Second story
+    summary: And another.
+    url: https://news.example.net/second
+    link_text: Den Bericht lesen
+"""
+)
+
+
+def render_and_archive(tmp_path: Path, extra: str) -> tuple[str, str, str]:
+    """The mail's HTML and text parts and the archive page of a two-story issue."""
+    ws = make_workspace(tmp_path / "ws", config=BASE_CONFIG + extra)
+    (ws / SAMPLE).unlink()
+    path = ws / "issues" / "2025-08-08-notes.yaml"
+    path.write_text(TWO_STORIES, "utf-8")
+    config = load_config(ws / "newsletter.yaml", env={})
+    rendered = render_issue(load_issue(path), config)
+    page, text = rendered.personalise(sample_recipient(config).fields)
+    build_archive(config)
+    return page, text, (ws / "site" / "2025-08-08-notes.html").read_text("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("extra", "word"),
+    [
+        ("language: de\n", "Weiterlesen"),
+        ("language: es\n", "Leer más"),
+        ("language: he\n", "להמשך קריאה"),
+        ("language: de\nwords:\n  read_more: Zum Artikel\n", "Zum Artikel"),
+    ],
+)
+def test_the_button_says_read_more_in_the_language_unless_the_article_says_otherwise(
+    tmp_path: Path, extra: str, word: str
+) -> None:
+    page, text, archive = render_and_archive(tmp_path, extra)
+    first, second = "https://news.example.net/first", "https://news.example.net/second"
+    assert f'href="{first}" aria-label="{word}: First story"' in page and f">{word}</a>" in page
+    assert 'aria-label="Den Bericht lesen: Second story"' in page
+    assert ">Den Bericht lesen</a>" in page
+    assert f"{word}: {first}" in text and f"Den Bericht lesen: {second}" in text
+    assert f'<a href="{first}">{word}<span class="visually-hidden">' in archive
+    assert f'<a href="{second}">Den Bericht lesen<span' in archive
+    for shown in (page, text, archive):
+        assert "Read More" not in shown
