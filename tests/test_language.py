@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,77 @@ def test_the_button_says_read_more_in_the_language_unless_the_article_says_other
     assert f'<a href="{second}">Den Bericht lesen<span' in archive
     for shown in (page, text, archive):
         assert "Read More" not in shown
+
+
+SECTIONED = """\
+title: Notes from abroad
+date: 2025-08-08
+intro: |
+  An English paragraph in a Hebrew newsletter.
+
+  פסקה בעברית.
+sections:
+  - title: The week in Europe
+    intro: A section intro in English.
+    articles:
+      - headline: First story
+        summary: It happened.
+        url: https://news.example.net/first
+        source: The Example Times
+"""
+#: Elements that hold the editor's own words: each picks its direction from its text.
+EDITOR_CLASSES = {"title", "section-title", "headline", "summary", "source"}
+
+
+class _Directions(HTMLParser):
+    """(tag, class, dir) of every element with an editor class, and of every <p> and <h*>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = dict(attrs)
+        classes = set((attr.get("class") or "").split())
+        if classes & EDITOR_CLASSES or tag in ("p", "h1", "h2", "h3"):
+            self.found.append((tag, attr.get("class") or "", attr.get("dir")))
+
+
+def directions(page: str) -> list[tuple[str, str, str | None]]:
+    parser = _Directions()
+    parser.feed(page)
+    return parser.found
+
+
+def test_the_editors_text_takes_its_own_direction_in_a_right_to_left_newsletter(
+    tmp_path: Path,
+) -> None:
+    ws = make_workspace(tmp_path / "ws", config=BASE_CONFIG + "language: he\n")
+    (ws / SAMPLE).unlink()
+    path = ws / "issues" / "2025-08-08-abroad.yaml"
+    path.write_text(SECTIONED, "utf-8")
+    config = load_config(ws / "newsletter.yaml", env={})
+    page, _ = render_issue(load_issue(path), config).personalise(sample_recipient(config).fields)
+    build_archive(config)
+    archive = (ws / "site" / "2025-08-08-abroad.html").read_text("utf-8")
+    index = (ws / "site" / "index.html").read_text("utf-8")
+    assert '<html lang="he" dir="rtl"' in page and '<html lang="he" dir="rtl"' in archive
+
+    for html in (page, archive):
+        found = directions(html)
+        editor = [(tag, cls, d) for tag, cls, d in found if set(cls.split()) & EDITOR_CLASSES]
+        # the mail's h1 has class "title"; the archive page's h1 is checked below
+        assert {tag for tag, _, _ in editor} >= {"h2", "h3", "div", "p"}, editor
+        assert all(d == "auto" for _, _, d in editor), editor
+        # the intro's and the section intro's paragraphs, each on its own
+        for text in (
+            "An English paragraph in a Hebrew newsletter.",
+            "פסקה בעברית.",
+            "A section intro in English.",
+        ):
+            assert f'<p dir="auto">{text}</p>' in html, text
+    assert '<h1 class="title" dir="auto"' in page
+    assert '<h1 dir="auto">Notes from abroad</h1>' in archive
+    assert '<h2 dir="auto"><a href="2025-08-08-abroad.html">Notes from abroad</a></h2>' in index
+    # the fixed words stay in the newsletter's direction
+    assert '<p class="greeting"' in page and 'class="greeting" dir=' not in page
