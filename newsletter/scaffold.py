@@ -406,7 +406,7 @@ articles:
       TODO: two or three sentences on the story.
     url: https://example.org/TODO
     # source: The Publication          # optional: shown above the headline
-    # link_text: Read More            # optional
+    # link_text: Read the report      # optional: default words.read_more, "Read More"
     # image:                          # optional
     #   url: https://...
     #   alt: what the picture shows

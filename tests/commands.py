@@ -4,12 +4,15 @@ message), or as a process of its own where a kill, a lock or a file-size limit n
 from __future__ import annotations
 
 import os
+import signal
 import socketserver
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -50,6 +53,31 @@ def assert_clean_exit(result: Result, code: int) -> None:
 
 def files_under(root: Path) -> Iterator[Path]:
     return (p for p in root.rglob("*") if p.is_file())
+
+
+def ctrl_c_at_its_default() -> None:
+    """`preexec_fn` for a child that must answer Ctrl-C: SIGINT at its default, not ignored.
+
+    A shell's background job (how CI and tools start commands) runs with SIGINT ignored, and
+    a child inherits that; Python then installs no KeyboardInterrupt handler, and a SIGINT
+    the test sends is lost, so the test would wait for an exit that never comes.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextmanager
+def spawned(args: Sequence[str], **options: Any) -> Iterator[subprocess.Popen[Any]]:
+    """`with subprocess.Popen(...)`, but a child still running at the end is killed first.
+
+    Popen's own exit waits for the child without a limit: when a `communicate(timeout=...)`
+    in the block times out, the test fails with that timeout instead of hanging.
+    """
+    with subprocess.Popen(args, preexec_fn=ctrl_c_at_its_default, **options) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 def start_send(ws: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:

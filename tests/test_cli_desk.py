@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.cli import app
+from tests.commands import spawned
 from tests.workspace import MINIMAL_ISSUE, SAMPLE, make_workspace, write_issue
 
 
@@ -62,7 +63,7 @@ def test_check_links_reports_broken_ones_with_their_place(
 
 def test_preview_serve_runs_until_interrupted(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
-    proc = subprocess.Popen(
+    with spawned(
         [
             sys.executable,
             "-m",
@@ -79,17 +80,17 @@ def test_preview_serve_runs_until_interrupted(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith(f"Previewing {SAMPLE} at http://127.0.0.1:"), line
-        url = line.split(" at ")[1].split()[0]
-        with urllib.request.urlopen(url, timeout=5) as response:
-            page = response.read().decode()
-        assert "North Koreans in Russia Face Slave-Like Conditions" in page
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith(f"Previewing {SAMPLE} at http://127.0.0.1:"), line
+            url = line.split(" at ")[1].split()[0]
+            with urllib.request.urlopen(url, timeout=5) as response:
+                page = response.read().decode()
+            assert "North Koreans in Russia Face Slave-Like Conditions" in page
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "preview stopped" in out

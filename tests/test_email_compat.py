@@ -154,7 +154,10 @@ ACCEPTED_GAPS: dict[str, tuple[set[str] | str, str]] = {
     "html-style": (ALL, "Gmail and Word keep <style> but drop some rules; inline styles rule"),
     "html-role": (ALL, "presentation role is a screen-reader hint"),
     "html-lang": (ALL, "Yahoo moves lang; screen readers fall back to the user's language"),
-    "html-dir": ({"outlook.windows"}, "rtl text still reads right to left in Word"),
+    "html-dir": (
+        {"outlook.windows"},
+        "rtl text still reads right to left in Word; a dir=auto paragraph takes the page's",
+    ),
     "html-align": (ALL, "CSS text-align backs it up"),
     "html-aria-label": (ALL, "the button text says what it does without the label"),
 }

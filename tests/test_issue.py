@@ -41,7 +41,7 @@ def test_minimal_issue_gets_defaults(tmp_path: Path) -> None:
     )
     issue = load_issue(path)
     assert issue.subject == "Weekly notes"  # defaults from the title
-    assert issue.articles[0].link_text == "Read More"
+    assert issue.articles[0].link_text is None  # the button takes the language's read_more
     assert issue.id == "2025-08-08-notes"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,125 @@ def test_the_archive_words_can_be_changed_in_the_config(tmp_path: Path) -> None:
     build_archive(load_config(ws / "newsletter.yaml", env={}))
     index = (ws / "site" / "index.html").read_text("utf-8")
     assert "<h1>Back issues</h1>" in index and "All of " in index
+
+
+TWO_STORIES = (
+    MINIMAL_ISSUE
+    + """\
+  - headline: Second story
+    summary: And another.
+    url: https://news.example.net/second
+    link_text: Den Bericht lesen
+"""
+)
+
+
+def render_and_archive(tmp_path: Path, extra: str) -> tuple[str, str, str]:
+    """The mail's HTML and text parts and the archive page of a two-story issue."""
+    ws = make_workspace(tmp_path / "ws", config=BASE_CONFIG + extra)
+    (ws / SAMPLE).unlink()
+    path = ws / "issues" / "2025-08-08-notes.yaml"
+    path.write_text(TWO_STORIES, "utf-8")
+    config = load_config(ws / "newsletter.yaml", env={})
+    rendered = render_issue(load_issue(path), config)
+    page, text = rendered.personalise(sample_recipient(config).fields)
+    build_archive(config)
+    return page, text, (ws / "site" / "2025-08-08-notes.html").read_text("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("extra", "word"),
+    [
+        ("language: de\n", "Weiterlesen"),
+        ("language: es\n", "Leer más"),
+        ("language: he\n", "להמשך קריאה"),
+        ("language: de\nwords:\n  read_more: Zum Artikel\n", "Zum Artikel"),
+    ],
+)
+def test_the_button_says_read_more_in_the_language_unless_the_article_says_otherwise(
+    tmp_path: Path, extra: str, word: str
+) -> None:
+    page, text, archive = render_and_archive(tmp_path, extra)
+    first, second = "https://news.example.net/first", "https://news.example.net/second"
+    assert f'href="{first}" aria-label="{word}: First story"' in page and f">{word}</a>" in page
+    assert 'aria-label="Den Bericht lesen: Second story"' in page
+    assert ">Den Bericht lesen</a>" in page
+    assert f"{word}: {first}" in text and f"Den Bericht lesen: {second}" in text
+    assert f'<a href="{first}">{word}<span class="visually-hidden">' in archive
+    assert f'<a href="{second}">Den Bericht lesen<span' in archive
+    for shown in (page, text, archive):
+        assert "Read More" not in shown
+
+
+SECTIONED = """\
+title: Notes from abroad
+date: 2025-08-08
+intro: |
+  An English paragraph in a Hebrew newsletter.
+
+  פסקה בעברית.
+sections:
+  - title: The week in Europe
+    intro: A section intro in English.
+    articles:
+      - headline: First story
+        summary: It happened.
+        url: https://news.example.net/first
+        source: The Example Times
+"""
+#: Elements that hold the editor's own words: each picks its direction from its text.
+EDITOR_CLASSES = {"title", "section-title", "headline", "summary", "source"}
+
+
+class _Directions(HTMLParser):
+    """(tag, class, dir) of every element with an editor class, and of every <p> and <h*>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = dict(attrs)
+        classes = set((attr.get("class") or "").split())
+        if classes & EDITOR_CLASSES or tag in ("p", "h1", "h2", "h3"):
+            self.found.append((tag, attr.get("class") or "", attr.get("dir")))
+
+
+def directions(page: str) -> list[tuple[str, str, str | None]]:
+    parser = _Directions()
+    parser.feed(page)
+    return parser.found
+
+
+def test_the_editors_text_takes_its_own_direction_in_a_right_to_left_newsletter(
+    tmp_path: Path,
+) -> None:
+    ws = make_workspace(tmp_path / "ws", config=BASE_CONFIG + "language: he\n")
+    (ws / SAMPLE).unlink()
+    path = ws / "issues" / "2025-08-08-abroad.yaml"
+    path.write_text(SECTIONED, "utf-8")
+    config = load_config(ws / "newsletter.yaml", env={})
+    page, _ = render_issue(load_issue(path), config).personalise(sample_recipient(config).fields)
+    build_archive(config)
+    archive = (ws / "site" / "2025-08-08-abroad.html").read_text("utf-8")
+    index = (ws / "site" / "index.html").read_text("utf-8")
+    assert '<html lang="he" dir="rtl"' in page and '<html lang="he" dir="rtl"' in archive
+
+    for html in (page, archive):
+        found = directions(html)
+        editor = [(tag, cls, d) for tag, cls, d in found if set(cls.split()) & EDITOR_CLASSES]
+        # the mail's h1 has class "title"; the archive page's h1 is checked below
+        assert {tag for tag, _, _ in editor} >= {"h2", "h3", "div", "p"}, editor
+        assert all(d == "auto" for _, _, d in editor), editor
+        # the intro's and the section intro's paragraphs, each on its own
+        for text in (
+            "An English paragraph in a Hebrew newsletter.",
+            "פסקה בעברית.",
+            "A section intro in English.",
+        ):
+            assert f'<p dir="auto">{text}</p>' in html, text
+    assert '<h1 class="title" dir="auto"' in page
+    assert '<h1 dir="auto">Notes from abroad</h1>' in archive
+    assert '<h2 dir="auto"><a href="2025-08-08-abroad.html">Notes from abroad</a></h2>' in index
+    # the fixed words stay in the newsletter's direction
+    assert '<p class="greeting"' in page and 'class="greeting" dir=' not in page

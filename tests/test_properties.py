@@ -115,7 +115,12 @@ WRONG_TYPE = st.one_of(st.integers(), st.none(), st.booleans(), st.lists(TEXT, m
 IMAGE = st.fixed_dictionaries({"url": URL, "alt": FIELD})
 ARTICLE = st.fixed_dictionaries(
     {"headline": FIELD, "summary": FIELD, "url": URL},
-    optional={"source": FIELD, "link_text": FIELD, "image": IMAGE, "extra": FIELD},
+    optional={
+        "source": FIELD,
+        "link_text": st.one_of(FIELD, st.none()),
+        "image": IMAGE,
+        "extra": FIELD,
+    },
 )
 SECTION = st.fixed_dictionaries(
     {"title": FIELD, "articles": st.lists(ARTICLE, min_size=1, max_size=2)},
@@ -153,7 +158,7 @@ SAFE_ARTICLE = st.fixed_dictionaries(
     {"headline": LINE, "summary": PARAGRAPHS, "url": SAFE_URL},
     optional={
         "source": LINE,
-        "link_text": LINE,
+        "link_text": st.one_of(LINE, st.none()),  # null: the language's read_more
         "image": st.fixed_dictionaries({"url": SAFE_URL, "alt": LINE}),
     },
 )

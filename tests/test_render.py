@@ -72,7 +72,7 @@ def test_no_layout_rule_lives_only_in_style(ws: Path) -> None:
     assert "prefers-color-scheme: dark" in page
     assert "max-width: 620px" in page
     # the rules themselves are inlined
-    assert re.search(r'<h1 class="title" style=\'[^\']*font-size:30px', page)
+    assert re.search(r'<h1 class="title" dir="auto" style=\'[^\']*font-size:30px', page)
     assert re.search(
         r'<a class="button" href="[^"]+" [^>]*style="[^"]*background-color:#1d5fa8', page
     )

@@ -8,7 +8,6 @@ import os
 import pty
 import select
 import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.delivery.stop import StopRequest
 from newsletter.errors import SendInterrupted, UsageError
 from newsletter.storage.ledger import Ledger
+from tests.commands import spawned
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.servers.smtp import SMTPServer
 from tests.workspace import SAMPLE
@@ -139,7 +139,7 @@ def test_sigterm_while_waiting_stops_with_a_report_and_the_command_to_run_again(
     controller, terminal = pty.openpty()
     seen = b""
     try:
-        with subprocess.Popen(
+        with spawned(
             [str(NEWSLETTER), "send", SAMPLE, "--to", "list.csv", "--yes", "--at", at.isoformat()],
             cwd=ws,
             env={**os.environ, "NEWSLETTER_SECRET": SECRET, "COLUMNS": "200"},

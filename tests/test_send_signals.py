@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.storage.ledger import Ledger
+from tests.commands import spawned
 from tests.sending import ISSUE_ID, SECRET, workspace
 from tests.servers.sendgrid import SendGridServer, slow
 from tests.workspace import SAMPLE
@@ -54,7 +55,7 @@ def test_a_signal_mid_send_settles_what_is_out_and_says_how_to_resume(
     ws = workspace(tmp_path / "ws", READERS, "sendgrid:\n  batch_size: 5\n")
     sendgrid_server.inject(*[slow(0.3)] * 8)
     args = [str(NEWSLETTER), "send", SAMPLE, "--to", "list.csv", "--yes", "-p", "sendgrid"]
-    with subprocess.Popen(
+    with spawned(
         args, cwd=ws, env=env(sendgrid_server), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:
         wait_for(lambda: sendgrid_server.requests >= 2)  # requests are out, unanswered
@@ -94,7 +95,7 @@ def test_ctrl_c_at_the_confirmation_exits_130_and_sends_nothing(tmp_path: Path) 
     ws = workspace(tmp_path / "ws", 3)
     controller, terminal = pty.openpty()  # a terminal on stdin: send asks to confirm
     try:
-        with subprocess.Popen(
+        with spawned(
             [str(NEWSLETTER), "send", SAMPLE, "--to", "list.csv"],
             cwd=ws,
             env={**os.environ, "NEWSLETTER_SECRET": SECRET},

@@ -7,6 +7,7 @@ import html
 import json
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -263,7 +264,13 @@ def test_serve_blocks_until_interrupted_then_stops_cleanly(workspace: Path, conf
         threads.append(threading.Thread(target=browse, args=(url,)))
         threads[0].start()
 
-    serve(workspace / SAMPLE, config, port=0, open_browser=False, ready=ready)  # returns on ^C
+    # interrupt_main() raises only where Python handles SIGINT, and pytest started as a
+    # shell's background job (as CI and tools start it) inherits SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        serve(workspace / SAMPLE, config, port=0, open_browser=False, ready=ready)  # ^C: returns
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
     threads[0].join()
     [(status, page)] = pages

@@ -108,7 +108,9 @@ def preflight(issue: Issue, rendered: Rendered, config: Config) -> list[Finding]
         if section.intro:
             markdown.append((("sections", si, "intro"), section.intro))
     for loc, article in issue.located_articles():
-        texts += [((*loc, "headline"), article.headline), ((*loc, "link_text"), article.link_text)]
+        texts.append(((*loc, "headline"), article.headline))
+        if article.link_text is not None:  # unset: the language's read_more, not the editor's
+            texts.append(((*loc, "link_text"), article.link_text))
         if article.image is not None:  # `add` leaves a TODO where a page gave no alt text
             texts.append(((*loc, "image", "alt"), article.image.alt))
         markdown.append(((*loc, "summary"), article.summary))
@@ -119,7 +121,10 @@ def preflight(issue: Issue, rendered: Rendered, config: Config) -> list[Finding]
                 "the summary is the page's own teaser, not your words: rewrite it, then "
                 "delete the `summary_from` line",
             )
-        if article.link_text.strip().lower().rstrip(".!") in VAGUE_LINK_TEXT:
+        if (
+            article.link_text is not None
+            and article.link_text.strip().lower().rstrip(".!") in VAGUE_LINK_TEXT
+        ):
             add(
                 "warning",
                 (*loc, "link_text"),

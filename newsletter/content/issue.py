@@ -77,7 +77,8 @@ class Article(_Model):
     summary: Text
     url: Url
     source: Line | None = None
-    link_text: Line = "Read More"
+    #: The button's words; None: the language's `read_more` ("Read More", "Weiterlesen").
+    link_text: Line | None = None
     image: Image | None = None
     #: Set by `newsletter add`: the summary is the page's own teaser, not the editor's words.
     #: `check` reports it until the editor rewrites the summary and deletes this line.

@@ -26,6 +26,7 @@ ENGLISH = {
     "receiving": "You are receiving %s because you subscribed as %s.",
     "forwarded": "Forwarded this? Subscribe at",
     "unsubscribe": "Unsubscribe",
+    "read_more": "Read More",
     # a Babel (CLDR) date pattern; empty: the locale's own long date
     "date_format": "d MMMM y",
     # the web archive and its feeds
@@ -52,6 +53,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "receiving": "Sie erhalten %s, weil Sie sich als %s angemeldet haben.",
         "forwarded": "Weitergeleitet bekommen? Hier anmelden:",
         "unsubscribe": "Abbestellen",
+        "read_more": "Weiterlesen",
         "date_format": "d. MMMM y",
         "skip_to_content": "Zum Inhalt springen",
         "all_issues": "Alle Ausgaben",
@@ -74,6 +76,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "receiving": "Recibes %s porque te suscribiste como %s.",
         "forwarded": "¿Te lo reenviaron? Suscríbete en",
         "unsubscribe": "Darse de baja",
+        "read_more": "Leer más",
         "date_format": "d 'de' MMMM 'de' y",
         "skip_to_content": "Saltar al contenido",
         "all_issues": "Todos los números",
@@ -96,6 +99,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "receiving": "קיבלת את %s כי נרשמת בכתובת %s.",
         "forwarded": "קיבלת את זה בהעברה? להרשמה:",
         "unsubscribe": "ביטול הרשמה",
+        "read_more": "להמשך קריאה",
         "date_format": "",
         "skip_to_content": "דילוג לתוכן",
         "all_issues": "כל הגיליונות",

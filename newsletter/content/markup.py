@@ -2,6 +2,8 @@
 
 CommonMark (markdown-it-py) with raw HTML switched off: editor text is data, so a
 `<script>` in a summary comes out as text, and only http(s) and mailto links survive.
+Every block carries dir="auto": an English paragraph in a Hebrew newsletter (or the
+reverse) takes its own direction, so its full stop stays at its end.
 """
 
 from __future__ import annotations
@@ -10,10 +12,25 @@ import textwrap
 from functools import lru_cache
 
 from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 from markupsafe import Markup
 
 _SAFE_SCHEMES = ("http://", "https://", "mailto:")
+#: The blocks that hold a run of the editor's text, each set in the direction of its own.
+_OWN_DIRECTION = {
+    "paragraph_open",
+    "heading_open",
+    "bullet_list_open",
+    "ordered_list_open",
+    "blockquote_open",
+}
+
+
+def _dir_auto(state: StateCore) -> None:
+    for token in state.tokens:
+        if token.type in _OWN_DIRECTION:
+            token.attrSet("dir", "auto")
 
 
 @lru_cache(maxsize=2)
@@ -25,6 +42,7 @@ def _md(strict: bool = True) -> MarkdownIt:
     md.enable("linkify")
     assert md.linkify is not None  # linkify-it-py is a dependency
     md.linkify.set({"fuzzy_link": False, "fuzzy_email": False})
+    md.core.ruler.push("dir_auto", _dir_auto)
     if strict:
         md.validateLink = lambda url: url.strip().lower().startswith(_SAFE_SCHEMES)  # type: ignore[method-assign]
     else:
