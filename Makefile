@@ -24,7 +24,7 @@ test: $(BIN)/newsletter
 	$(BIN)/ruff format --check newsletter tests bench
 	$(BIN)/ruff check newsletter tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 ## Regenerate the golden files of the sample issue after a deliberate template change.
 golden: $(BIN)/newsletter

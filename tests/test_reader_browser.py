@@ -11,9 +11,9 @@ from playwright.sync_api import sync_playwright
 from newsletter.config import load_config
 from newsletter.delivery.send import SendOptions, send_issue
 from tests.sending import SECRET, readers
-from tests.servers.reader import ReaderServer, free_port
+from tests.servers.reader import serving
 from tests.servers.smtp import SMTPServer
-from tests.test_reader_service import service_config
+from tests.test_reader_service import write_service_config
 from tests.workspace import SAMPLE, make_workspace
 
 CHROMIUM = "/usr/bin/chromium"
@@ -23,8 +23,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 def test_a_reader_unsubscribes_in_a_browser_and_the_next_send_skips_them(
     tmp_path: Path, smtp_server: SMTPServer
 ) -> None:
-    port = free_port()
-    ws = make_workspace(tmp_path / "ws", config=service_config(port))
+    ws = make_workspace(tmp_path / "ws")
     (ws / "list.csv").write_text(readers(3))
     env = {
         "NEWSLETTER_SECRET": SECRET,
@@ -32,14 +31,17 @@ def test_a_reader_unsubscribes_in_a_browser_and_the_next_send_skips_them(
         "SMTP_PORT": str(smtp_server.port),
         "SMTP_SECURITY": "none",
     }
-    config = load_config(ws / "newsletter.yaml", env=env)
-    send_issue(config, ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp"))
-    [mail] = [m.message for m in smtp_server.messages if "reader00001" in str(m.message["To"])]
-    text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    link = re.search(r"Unsubscribe: (\S+)", text)
-    assert link and link[1].startswith(f"http://127.0.0.1:{port}/unsubscribe?token=")
+    with (
+        serving(ws, env, lambda port: write_service_config(ws, port)) as server,
+        sync_playwright() as playwright,
+    ):
+        config = load_config(ws / "newsletter.yaml", env=env)  # names the service's port
+        send_issue(config, ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp"))
+        [mail] = [m.message for m in smtp_server.messages if "reader00001" in str(m.message["To"])]
+        text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        link = re.search(r"Unsubscribe: (\S+)", text)
+        assert link and link[1].startswith(f"{server.url}/unsubscribe?token=")
 
-    with ReaderServer(ws, env, port), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_page()

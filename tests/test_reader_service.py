@@ -28,7 +28,7 @@ from newsletter.storage.store import open_store
 from newsletter.web.archive import build_archive
 from newsletter.web.favicon import favicon_ico
 from tests.sending import ISSUE_ID, SECRET, readers
-from tests.servers.reader import Answer, ReaderServer, free_port
+from tests.servers.reader import Answer, ReaderServer, serving
 from tests.workspace import REPO, SAMPLE, make_workspace
 
 LIST_ID = "the-weekly-brief.example.org"
@@ -47,6 +47,10 @@ def service_config(port: int) -> str:
     text = (REPO / "newsletter.yaml").read_text()
     text = re.sub(r"(?m)^  url: https://brief.example.org/unsubscribe\n", "", text)
     return text + f"service:\n  url: http://127.0.0.1:{port}\n"
+
+
+def write_service_config(root: Path, port: int) -> None:
+    (root / "newsletter.yaml").write_text(service_config(port))
 
 
 class Reader:
@@ -93,10 +97,9 @@ class Reader:
 
 @pytest.fixture(scope="module")
 def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reader]:
-    port = free_port()
-    root = make_workspace(tmp_path_factory.mktemp("reader") / "ws", config=service_config(port))
+    root = make_workspace(tmp_path_factory.mktemp("reader") / "ws")
     env = {"NEWSLETTER_SECRET": SECRET, "SENDGRID_WEBHOOK_PUBLIC_KEY": PUBLIC_KEY}
-    with ReaderServer(root, env, port) as server:
+    with serving(root, env, lambda port: write_service_config(root, port)) as server:
         yield Reader(root, server, env)
 
 

@@ -13,6 +13,7 @@ start. As root, Dovecot's login processes run as `dovenull` and the mail as `dov
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -31,6 +32,13 @@ from imapclient import IMAPClient
 USER = "bounces"
 PASSWORD = "imap-test-password-0123"
 START_TIMEOUT_S = 15.0
+#: Dovecot cannot bind port 0 and report it: a port is picked here, and picked again if
+#: another test's server (pytest-xdist runs two workers) took it before Dovecot started.
+PORT_ATTEMPTS = 5
+
+
+class PortTaken(RuntimeError):
+    """Someone bound the port between `_free_port()` and Dovecot's start."""
 
 
 def dovecot_binary() -> str:
@@ -113,9 +121,11 @@ class DovecotServer:
             internal = login = pwd.getpwuid(os.getuid()).pw_name
             uid, gid = os.getuid(), os.getgid()
         group = grp.getgrgid(gid).gr_name
-        self.port = _free_port()
-        (run / "dovecot.conf").write_text(
-            f"""\
+        for attempt in range(PORT_ATTEMPTS):
+            self.port = _free_port()
+            (run / "dovecot.log").unlink(missing_ok=True)
+            (run / "dovecot.conf").write_text(
+                f"""\
 protocols = imap
 listen = 127.0.0.1
 base_dir = {run}/base
@@ -153,15 +163,22 @@ service anvil {{
   chroot =
 }}
 """
-        )
-        self._process = subprocess.Popen(
-            [binary, "-F", "-c", str(run / "dovecot.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self._wait_until_up()
-        return self
+            )
+            self._process = subprocess.Popen(
+                [binary, "-F", "-c", str(run / "dovecot.conf")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            try:
+                self._wait_until_up()
+                return self
+            except PortTaken:
+                self._stop()
+                if attempt == PORT_ATTEMPTS - 1:
+                    self.close()
+                    raise
+        raise AssertionError("unreachable")
 
     def _wait_until_up(self) -> None:
         assert self._process is not None
@@ -171,25 +188,33 @@ service anvil {{
                 err = self._process.stderr.read().decode() if self._process.stderr else ""
                 log = self._run / "dovecot.log"
                 err += log.read_text() if log.exists() else ""
-                raise RuntimeError(f"dovecot exited at start: {err}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                taken = "Address already in use" in err
+                raise (PortTaken if taken else RuntimeError)(f"dovecot exited at start: {err}")
+            try:  # a TLS handshake with our own CA: not some other server on this port
+                with (
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
+                    self.ssl_context().wrap_socket(sock, server_hostname="127.0.0.1"),
+                ):
                     return
             except OSError:
                 time.sleep(0.05)
         self.close()
         raise RuntimeError(f"dovecot did not listen on 127.0.0.1:{self.port}")
 
-    def close(self) -> None:
+    def _stop(self) -> None:
         if self._process is not None:
             # The whole process group at once: a throwaway server whose folder is removed
             # next has nothing to save, and SIGTERM made its master wait 1 to 6 s for its
             # children.
-            os.killpg(self._process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # a start that failed: gone already
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
             if self._process.stderr:
                 self._process.stderr.close()
             self._process = None
+
+    def close(self) -> None:
+        self._stop()
         shutil.rmtree(self._run, ignore_errors=True)
 
     def __enter__(self) -> DovecotServer:

@@ -3,8 +3,10 @@
     with ReaderServer(workspace, env) as server:
         status, headers, text = server.request("GET", "/subscribe")
 
-`free_port()` picks the port first, so the workspace's `service.url` (which the links in
-mails point at) can name it before the server starts.
+The workspace's `service.url` (which the links in mails point at) must name the port before
+the server starts, so `serving()` picks a free port, lets the test write it into the config,
+and starts the service; if another test's server (pytest-xdist runs two workers) took the
+port in between, it picks again.
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from types import TracebackType
+
+#: Starts tried before a port race is taken for something else.
+PORT_ATTEMPTS = 5
+
+
+class PortTaken(RuntimeError):
+    """Someone bound the port between `free_port()` and the service's start."""
 
 
 def free_port() -> int:
@@ -80,7 +91,10 @@ class ReaderServer:
             self.process.kill()
             self.process.communicate()
             err = self.log.read_text()
-            raise RuntimeError(f"newsletter serve did not start: {line!r} {err}")
+            taken = "Address already in use" in err
+            raise (PortTaken if taken else RuntimeError)(
+                f"newsletter serve did not start: {line!r} {err}"
+            )
         self.url = found[1]
         return self
 
@@ -112,3 +126,25 @@ class ReaderServer:
                 return Answer(response.status, response.headers, response.read().decode())
         except urllib.error.HTTPError as error:
             return Answer(error.code, error.headers, error.read().decode())
+
+
+@contextmanager
+def serving(
+    workspace: Path, env: dict[str, str], configure: Callable[[int], None]
+) -> Iterator[ReaderServer]:
+    """The service on a free port that `configure(port)` first writes into the config."""
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        configure(port)
+        server = ReaderServer(workspace, env, port)
+        try:
+            server.__enter__()
+        except PortTaken:
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+            continue
+        try:
+            yield server
+        finally:
+            server.__exit__(None, None, None)
+        return
