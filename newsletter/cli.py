@@ -130,6 +130,15 @@ IssueArg = Annotated[
         metavar="ISSUE", help="The issue file, e.g. issues/2025-08-01-north-korea.yaml."
     ),
 ]
+#: An issue named by its file or by its id: commands that read the ledger need no file.
+IssueRefArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="ISSUE",
+        help="The issue file or its id, e.g. 2025-08-01-north-korea.",
+        show_default=False,
+    ),
+]
 TemplatesOpt = Annotated[
     Path | None,
     typer.Option(
@@ -712,14 +721,7 @@ def backup(
 @app.command()
 def status(
     ctx: typer.Context,
-    issue: Annotated[
-        str,
-        typer.Argument(
-            metavar="ISSUE",
-            help="The issue file or its id, e.g. 2025-08-01-north-korea.",
-            show_default=False,
-        ),
-    ],
+    issue: IssueRefArg,
     show: Annotated[
         str | None,
         typer.Option(
@@ -766,14 +768,7 @@ def status(
 @app.command()
 def cancel(
     ctx: typer.Context,
-    issue: Annotated[
-        str,
-        typer.Argument(
-            metavar="ISSUE",
-            help="The issue file or its id, e.g. 2025-08-01-north-korea.",
-            show_default=False,
-        ),
-    ],
+    issue: IssueRefArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print what it did as JSON.")] = False,
 ) -> None:
     """Call back a send held by SendGrid for later (`send --at`); a later send mails them."""
