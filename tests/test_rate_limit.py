@@ -14,14 +14,11 @@ from newsletter.delivery.ratelimit import Limiter, parse_rate
 from newsletter.delivery.send import SendOptions, SendStopped, send_issue
 from newsletter.errors import ConfigError, RateLimitReached
 from newsletter.storage.ledger import Ledger
+from tests.commands import smtp_env
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.servers.sendgrid import SendGridServer
 from tests.servers.smtp_pipelining import PipeliningServer
 from tests.workspace import SAMPLE
-
-
-def env(server: PipeliningServer) -> dict[str, str]:
-    return {"SMTP_HOST": server.host, "SMTP_PORT": str(server.port), "SMTP_SECURITY": "none"}
 
 
 @pytest.mark.parametrize(
@@ -77,7 +74,10 @@ def test_an_smtp_send_keeps_to_the_rate_over_every_connection(tmp_path: Path) ->
     with PipeliningServer() as server:
         started = time.monotonic()
         report = send_issue(
-            config(ws, env(server)), ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp")
+            config(ws, smtp_env(server.port)),
+            ws / SAMPLE,
+            ws / "list.csv",
+            SendOptions(provider="smtp"),
         )
         took = time.monotonic() - started
     assert report.sent == 30 and len(server.messages) == 30
@@ -91,7 +91,7 @@ def test_an_smtp_send_keeps_to_the_rate_over_every_connection(tmp_path: Path) ->
 def test_a_daily_cap_stops_the_send_cleanly_and_the_rerun_too(tmp_path: Path) -> None:
     ws = workspace(tmp_path / "ws", 8, "smtp:\n  rate_limit: 5/day\n  connections: 2\n")
     with PipeliningServer() as server:
-        cfg = config(ws, env(server))
+        cfg = config(ws, smtp_env(server.port))
         with pytest.raises(SendStopped, match=r"5/day \(smtp.rate_limit\) is reached") as info:
             send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp"))
         assert "run the same command again after" in str(info.value)

@@ -23,16 +23,12 @@ from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.delivery.stop import StopRequest
 from newsletter.errors import SendInterrupted, UsageError
 from newsletter.storage.ledger import Ledger
-from tests.commands import spawned
+from tests.commands import smtp_env, spawned
 from tests.sending import ISSUE_ID, SECRET, config, workspace
 from tests.servers.smtp import SMTPServer
 from tests.workspace import SAMPLE
 
 NEWSLETTER = Path(sys.executable).with_name("newsletter")
-
-
-def smtp_env(server: SMTPServer) -> dict[str, str]:
-    return {"SMTP_HOST": server.host, "SMTP_PORT": str(server.port), "SMTP_SECURITY": "none"}
 
 
 class FakeClock:
@@ -60,7 +56,7 @@ def test_smtp_waits_for_the_time_and_mails_nobody_before_it(
     clock = FakeClock(start, smtp_server)
     told: list[float] = []
     report = send_issue(
-        config(ws, smtp_env(smtp_server)),
+        config(ws, smtp_env(smtp_server.port)),
         ws / SAMPLE,
         ws / "list.csv",
         SendOptions(provider="smtp", at=at),
@@ -93,7 +89,7 @@ def test_a_stop_while_waiting_sends_nothing_and_records_nothing(
 
     with pytest.raises(SendInterrupted) as stopped:
         send_issue(
-            config(ws, smtp_env(smtp_server)),
+            config(ws, smtp_env(smtp_server.port)),
             ws / SAMPLE,
             ws / "list.csv",
             SendOptions(provider="smtp", at=datetime.fromtimestamp(clock.t + 600, tz=UTC)),
@@ -115,7 +111,7 @@ def test_the_cli_waits_a_moment_then_sends_through_smtp(
     ws = workspace(tmp_path / "ws", 3)
     monkeypatch.chdir(ws)
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    for name, value in smtp_env(smtp_server).items():
+    for name, value in smtp_env(smtp_server.port).items():
         monkeypatch.setenv(name, value)
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     result = CliRunner().invoke(

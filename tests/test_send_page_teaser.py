@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.errors import ExitCode
+from tests.commands import smtp_env
 from tests.sending import SECRET, workspace
 from tests.servers.pages import PageServer
 from tests.servers.smtp import SMTPServer
@@ -75,11 +76,7 @@ def test_an_outbox_send_refuses_the_pages_teaser_until_forced(ws: Path) -> None:
 def test_an_smtp_send_refuses_the_pages_teaser_until_forced(
     ws: Path, smtp_server: SMTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {
-        "SMTP_HOST": smtp_server.host,
-        "SMTP_PORT": str(smtp_server.port),
-        "SMTP_SECURITY": "none",
-    }.items():
+    for name, value in smtp_env(smtp_server.port).items():
         monkeypatch.setenv(name, value)
 
     code, output = send("--provider", "smtp", "--yes")

@@ -23,6 +23,7 @@ from newsletter.cli import app
 from newsletter.config import load_config
 from newsletter.storage.ledger import Ledger
 from newsletter.storage.store import open_store
+from tests.commands import smtp_env
 from tests.sending import ISSUE_ID, SECRET, readers, workspace
 from tests.servers.sendgrid import SendGridServer, status
 from tests.servers.smtp import SMTPServer
@@ -110,11 +111,7 @@ def unwritable(path: Path) -> Iterator[None]:
 def test_a_hard_bounce_that_cannot_be_suppressed_is_kept_and_applied_next_time(
     ws: Path, smtp_server: SMTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {
-        "SMTP_HOST": smtp_server.host,
-        "SMTP_PORT": str(smtp_server.port),
-        "SMTP_SECURITY": "none",
-    }.items():
+    for name, value in smtp_env(smtp_server.port).items():
         monkeypatch.setenv(name, value)
     (ws / "list.csv").write_text(readers(3), encoding="utf-8")
     assert runner.invoke(app, ["audience", "list"]).exit_code == 0  # creates the store

@@ -11,15 +11,12 @@ from newsletter.delivery.send import Report, SendOptions, SendStopped, send_issu
 from newsletter.errors import ConfigError
 from newsletter.storage.ledger import Ledger
 from newsletter.storage.store import open_store
+from tests.commands import smtp_env
 from tests.sending import ISSUE_ID, config, workspace
 from tests.servers.smtp_pipelining import DROP, PipeliningServer
 from tests.workspace import SAMPLE
 
 FAST = SendOptions(provider="smtp", backoff=0.0, max_backoff=0.0)
-
-
-def env(server: PipeliningServer) -> dict[str, str]:
-    return {"SMTP_HOST": server.host, "SMTP_PORT": str(server.port), "SMTP_SECURITY": "none"}
 
 
 def everyone(n: int) -> list[str]:
@@ -32,7 +29,7 @@ def counts(ws: Path) -> dict[str, int]:
 
 
 def send(ws: Path, server: PipeliningServer) -> Report:
-    cfg = config(ws, env(server))
+    cfg = config(ws, smtp_env(server.port))
     return send_issue(cfg, ws / SAMPLE, ws / "list.csv", FAST, sleep=lambda s: None)
 
 

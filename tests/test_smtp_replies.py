@@ -11,13 +11,10 @@ from newsletter.delivery.report import Report
 from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.errors import NothingSent
 from newsletter.storage.ledger import Ledger
+from tests.commands import smtp_env
 from tests.sending import ISSUE_ID, config, workspace
 from tests.servers.smtp_pipelining import PipeliningServer
 from tests.workspace import SAMPLE
-
-
-def env(server: PipeliningServer) -> dict[str, str]:
-    return {"SMTP_HOST": server.host, "SMTP_PORT": str(server.port), "SMTP_SECURITY": "none"}
 
 
 def nobody_mailed(cfg: Config, ws: Path) -> Report:
@@ -32,7 +29,7 @@ def test_an_answer_without_a_code_after_data_is_unknown_and_not_sent_again(
 ) -> None:
     ws = workspace(tmp_path / "ws", 1)
     with PipeliningServer(end_replies={1: "OK queued as 12345"}) as server:
-        cfg = config(ws, env(server))
+        cfg = config(ws, smtp_env(server.port))
         report = nobody_mailed(cfg, ws)
         assert (report.sent, report.unknown, report.failed) == (0, 1, 0)
         with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
@@ -47,7 +44,7 @@ def test_an_answer_without_a_code_after_data_is_unknown_and_not_sent_again(
 def test_an_answer_with_a_code_that_means_nothing_after_data_is_unknown(tmp_path: Path) -> None:
     ws = workspace(tmp_path / "ws", 3)
     with PipeliningServer(end_replies={2: "999 what"}) as server:
-        cfg = config(ws, env(server))
+        cfg = config(ws, smtp_env(server.port))
         report = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="smtp"))
         assert (report.sent, report.unknown) == (2, 1)
         assert sorted(server.recipients()) == [f"reader{i:05d}@example.com" for i in range(3)]
