@@ -612,9 +612,11 @@ class Ledger:
             self._conn.execute("PRAGMA synchronous = FULL")
             try:
                 with self._transaction() as conn:
+                    # One look-up per batch, not per message: a group holds a few batches.
+                    kinds = {b: self._rehearsal(conn, b) for b in {row[0] for row in pending}}
                     by_kind: dict[bool, list[tuple[int, str, str]]] = {}
                     for row in pending:
-                        by_kind.setdefault(self._rehearsal(conn, row[0]), []).append(row)
+                        by_kind.setdefault(kinds[row[0]], []).append(row)
                     for rehearsal, rows in by_kind.items():
                         self._claim(conn, issue, rehearsal, rows, now)
                     conn.executemany(
