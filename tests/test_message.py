@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -59,6 +61,35 @@ def test_parts_decode_to_the_personalised_text(
     assert parts[1].get_content() == html
     assert message["To"].addresses[0].display_name == display_name
     assert message["To"].addresses[0].addr_spec == "reader@example.com"
+
+
+def _dot_stuffed(message: bytes) -> bytes:
+    """What SMTP's DATA must carry, done the slow way over the whole message."""
+    return re.sub(rb"(?m)^\.", b"..", message.replace(b"\n", b"\r\n"))
+
+
+@pytest.mark.parametrize("name", ["Ann", ".Dot", ".", "." + "x" * 90, "Zoë ."])
+def test_the_wire_form_doubles_every_leading_dot_and_ends_lines_in_crlf(
+    tmp_path: Path, name: str
+) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    issue = ws / SAMPLE
+    # An intro that begins with a dot: the text part has a line that starts with one.
+    issue.write_text(
+        issue.read_text(encoding="utf-8").replace("intro: |\n  Ten", "intro: |\n  .NET aside, ten"),
+        encoding="utf-8",
+    )
+    config = load_config(ws / "newsletter.yaml")
+    rendered = render_issue(load_issue(issue), config)
+    reader = recipient(config, Signer(LOCAL_SECRET, "list"), "reader@example.com", name, {})
+    builder = MessageBuilder(rendered, headers_for(config))
+    when = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    plain = builder.build(reader, message_id="<a@example.org>", now=when)
+    wire = builder.build_wire(reader, message_id="<a@example.org>", now=when)
+    assert b"\n.NET" in plain  # the case this test is about is really there
+    assert wire == _dot_stuffed(plain)
+    assert b"\r\n..NET" in wire
+    assert b"\n" not in wire.replace(b"\r\n", b"")
 
 
 def test_every_encoded_line_is_within_76_characters(setup: tuple[Config, Rendered, Signer]) -> None:

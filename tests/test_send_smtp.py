@@ -59,6 +59,27 @@ def test_each_subscriber_once_over_one_connection(tmp_path: Path, smtp_server: S
     assert all(ids) and len(ids) == 25
 
 
+def test_lines_that_begin_with_a_dot_arrive_whole(tmp_path: Path, smtp_server: SMTPServer) -> None:
+    """SMTP ends a message at a line of one dot and drops a line's leading dot unless it is
+    doubled (RFC 5321, 4.5.2): a paragraph or a name that begins with one must arrive whole."""
+    ws = workspace(tmp_path / "ws", 0)
+    (ws / "list.csv").write_text("email,name\ndot@example.com,.Dot\n", encoding="utf-8")
+    issue = ws / SAMPLE
+    issue.write_text(
+        issue.read_text(encoding="utf-8").replace("intro: |\n  Ten", "intro: |\n  .NET aside, ten"),
+        encoding="utf-8",
+    )
+    report = send_issue(
+        config(ws, smtp_env(smtp_server)), issue, ws / "list.csv", SendOptions(provider="smtp")
+    )
+    assert report.sent == 1
+    (message,) = [m.message for m in smtp_server.messages]
+    text = message.get_body(("plain",)).get_content()
+    assert "\n.NET aside, ten stories" in text
+    assert "Hi .Dot," in message.get_body(("html",)).get_content()
+    assert message["To"].addresses[0].display_name == ".Dot"
+
+
 def test_login_with_the_password_from_the_environment(tmp_path: Path) -> None:
     ws = workspace(tmp_path / "ws", 3)
     with SMTPServer(username="mailer", password="hunter2-long-pass") as server:

@@ -150,18 +150,37 @@ def _qp(text: str) -> bytes:
     return _soft_end(binascii.b2a_qp(text.encode("utf-8"), istext=True))
 
 
+def _wire(piece: bytes) -> bytes:
+    """A piece of a message as SMTP's DATA carries it: CRLF line ends, and a dot doubled at
+    the start of a line (RFC 5321, 4.5.2). The piece must begin at the start of a line.
+
+    Every piece the builder joins begins and ends at a line's start (the QP segments end
+    in a soft line break), so the issue's share is converted once and only the short
+    per-subscriber pieces per message: converting a 40 KB message per subscriber cost a
+    quarter of an SMTP send's CPU (bench/send.py).
+    """
+    piece = piece.replace(b"\n", b"\r\n").replace(b"\n.", b"\n..")
+    return b"." + piece if piece.startswith(b".") else piece
+
+
+def _plain(piece: bytes) -> bytes:
+    return piece
+
+
 class _EncodedPart:
     """One part's literals, quoted-printable-encoded once; slots are filled per message."""
 
     def __init__(self, filler: Filler) -> None:
         self.literals = [_qp(lit) for lit in filler.literals]
+        self.wire_literals = [_wire(lit) for lit in self.literals]
         self.order = filler.slot_order
 
-    def encode(self, values: Sequence[str]) -> bytes:
-        out = [self.literals[0]]
+    def encode(self, values: Sequence[str], *, wire: bool = False) -> bytes:
+        literals, form = (self.wire_literals, _wire) if wire else (self.literals, _plain)
+        out = [literals[0]]
         for i, slot in enumerate(self.order, start=1):
-            out.append(_qp(values[slot]))
-            out.append(self.literals[i])
+            out.append(form(_qp(values[slot])))
+            out.append(literals[i])
         return b"".join(out)
 
 
@@ -192,6 +211,8 @@ class MessageBuilder:
         first, rest = re.split(rb"\n" + _MARK_TEXT.encode() + rb"=?\n?", skeleton, maxsplit=1)
         middle, last = re.split(rb"\n" + _MARK_HTML.encode() + rb"=?\n?", rest, maxsplit=1)
         self._frame = (_subject_header(subject) + b"\n" + first + b"\n", middle + b"\n", last)
+        head, middle, tail = self._frame
+        self._wire_frame = (_wire(head), _wire(middle), _wire(tail))
         self._text = _EncodedPart(rendered.text_filler)
         self._html = _EncodedPart(rendered.html_filler)
 
@@ -201,7 +222,19 @@ class MessageBuilder:
     def build(
         self, recipient: Recipient, *, message_id: str | None = None, now: dt.datetime | None = None
     ) -> bytes:
-        """The complete message for one recipient."""
+        """The complete message for one recipient, with "\n" line ends (a file, a preview)."""
+        return self._build(recipient, message_id, now, wire=False)
+
+    def build_wire(
+        self, recipient: Recipient, *, message_id: str | None = None, now: dt.datetime | None = None
+    ) -> bytes:
+        """The same message as SMTP's DATA carries it: CRLF line ends and leading dots
+        doubled, without the final "." line; built from pieces converted once per issue."""
+        return self._build(recipient, message_id, now, wire=True)
+
+    def _build(
+        self, recipient: Recipient, message_id: str | None, now: dt.datetime | None, *, wire: bool
+    ) -> bytes:
         raw = slot_values(self.rendered.slots, recipient.fields)
         per_recipient = [
             b"To: " + self._to(recipient).encode("utf-8"),
@@ -216,15 +249,15 @@ class MessageBuilder:
             per_recipient.append(b"List-Unsubscribe: " + unsubscribe.encode())
             if "<https://" in unsubscribe:
                 per_recipient.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
-        head, middle, tail = self._frame
+        own = b"\n".join(per_recipient) + b"\n"
+        head, middle, tail = self._wire_frame if wire else self._frame
         return b"".join(
             (
-                b"\n".join(per_recipient),
-                b"\n",
+                _wire(own) if wire else own,
                 head,
-                self._text.encode(raw),
+                self._text.encode(raw, wire=wire),
                 middle,
-                self._html.encode(html_values(raw)),
+                self._html.encode(html_values(raw), wire=wire),
                 tail,
             )
         )

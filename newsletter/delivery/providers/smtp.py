@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import smtplib
 import ssl
 import threading
@@ -154,7 +153,6 @@ HARD_BOUNCE = frozenset({550, 551, 553})
 #: costs one round trip more than its messages. Each message is marked in the ledger as it
 #: leaves, so the size costs nothing at a kill; a short list is spread over every connection.
 BATCH_SIZE = 50
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 _MAX_LINE = 8192
 _MAX_REPLY_LINES = 100
 
@@ -328,8 +326,7 @@ class SMTPProvider:
                     outcome.rejected[recipient.key] = NO_SMTPUTF8
                     continue
                 message_id = self.builder.message_id()
-                data = self.builder.build(recipient, message_id=message_id)
-                body = _LEADING_DOT.sub(b"..", data.replace(b"\n", b"\r\n"))
+                body = self.builder.build_wire(recipient, message_id=message_id)
                 if not body.endswith(b"\r\n"):
                     body += b"\r\n"
                 messages.append(_Message(recipient, address, message_id, body + b".\r\n"))
