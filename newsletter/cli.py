@@ -567,7 +567,7 @@ def send(
             help='Send at this time, e.g. "2026-12-04 08:00" (in timezone: from newsletter.yaml, '
             "else this machine's) or 2026-12-04T08:00+01:00. SendGrid holds the mail until "
             "then (72 hours at most; `newsletter cancel` calls it back); smtp and the outbox "
-            "wait in the foreground.",
+            "wait in the foreground (`newsletter cancel` stops them).",
             show_default=False,
         ),
     ] = None,
@@ -733,7 +733,8 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
 ) -> None:
-    """What the ledger says about an issue: each send, and who got it and who did not."""
+    """What the ledger says about an issue: each send, who got it and who did not, and any
+    send of it waiting for its time."""
     with _errors(as_json):
         from newsletter.delivery import status as ledger_status
         from newsletter.lists.cells import CellWriter
@@ -771,7 +772,7 @@ def cancel(
     issue: IssueRefArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print what it did as JSON.")] = False,
 ) -> None:
-    """Call back a send held by SendGrid for later (`send --at`); a later send mails them."""
+    """Stop a `send --at` waiting in the foreground, or call back one SendGrid holds."""
     with _errors(as_json):
         from newsletter.delivery import status as ledger_status
         from newsletter.delivery.schedule import cancel_scheduled

@@ -62,6 +62,9 @@ def print_status(found: IssueStatus) -> None:
     from newsletter.delivery.status import ORDER
 
     out = console()
+    print_waiting(found)
+    if not found.sends:  # only waiting: the ledger has not seen it yet
+        return
     sends = Table(title=f"Sends of {found.issue}", title_justify="left")
     for column in ("#", "started (UTC)", "provider", "status", "sent", "unknown", "failed"):
         sends.add_column(
@@ -101,6 +104,26 @@ def print_status(found: IssueStatus) -> None:
     print_schedules(found)
 
 
+def print_waiting(found: IssueStatus) -> None:
+    """The issue's sends waiting in the foreground for their time: one line each."""
+    import time
+    from datetime import datetime
+
+    from newsletter.delivery.ratelimit import describe
+    from newsletter.delivery.schedule import show
+
+    out = console()
+    for send in found.waiting:
+        at = datetime.fromisoformat(send.send_at).astimezone(found.timezone)
+        left = describe(max(at.timestamp() - time.time(), 0))
+        out.print(
+            f"Waiting: a send via {send.provider} at {show(at)} (in {left}), pid {send.pid} "
+            f"on {send.host}, waiting in the foreground; `newsletter cancel {found.issue}` "
+            "stops it",
+            markup=False,
+        )
+
+
 def print_cancel(done: CancelReport) -> None:
     """What `newsletter cancel` did, and what mails those readers now."""
     from datetime import datetime
@@ -108,6 +131,13 @@ def print_cancel(done: CancelReport) -> None:
     from newsletter.delivery.schedule import show
 
     out = console()
+    for send in done.stopped:
+        out.print(
+            f"Stopped the send via {send.provider} waiting for "
+            f"{show(datetime.fromisoformat(send.send_at).astimezone(done.timezone))} "
+            f"(pid {send.pid}): nothing was sent",
+            markup=False,
+        )
     for batch, at, marked in done.cancelled:
         out.print(
             f"Cancelled the send of {show(datetime.fromisoformat(at))} (batch {batch}): "

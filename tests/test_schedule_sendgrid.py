@@ -213,8 +213,9 @@ def test_cancel_without_a_scheduled_send_says_so(ws: Path) -> None:
     assert run("send", SAMPLE, "--to", "list.csv", "-p", "sendgrid", "--yes")[0] == 0
     code, out = run("cancel", SAMPLE)  # the file or its id
     assert code == 1
-    assert f"no scheduled send of {ISSUE_ID} is recorded" in out
-    assert "a `send --at` through smtp or the outbox waits in the foreground" in out
+    assert f"no send of {ISSUE_ID} waits in the foreground" in out
+    assert "no scheduled send of it is recorded" in out
+    assert "a `send --at` through smtp or the outbox can be cancelled only while it waits" in out
     with ledger(ws) as led:
         assert led.counts(ISSUE_ID) == {"sent": 25}
 
