@@ -31,6 +31,7 @@ from newsletter.console import (
     print_error_json,
     print_report,
     print_status,
+    print_upcoming,
     printable,
     show_path,
     with_progress,
@@ -721,7 +722,14 @@ def backup(
 @app.command()
 def status(
     ctx: typer.Context,
-    issue: IssueRefArg,
+    issue: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ISSUE]",
+            help="The issue file or its id; without it, the sends of every issue still to go out.",
+            show_default=False,
+        ),
+    ] = None,
     show: Annotated[
         str | None,
         typer.Option(
@@ -740,6 +748,17 @@ def status(
         from newsletter.lists.cells import CellWriter
 
         config = _config(ctx)
+        if issue is None:
+            if show is not None:
+                raise UsageError("--show lists the recipients of one issue: give its ISSUE")
+            upcoming = ledger_status.upcoming(config)
+            if as_json:
+                import json
+
+                typer.echo(json.dumps(upcoming.to_json(), indent=2))
+                return
+            print_upcoming(upcoming)
+            return
         issue_id = ledger_status.issue_id(issue)
         if show is not None:
             rows = ledger_status.recipients(config, issue_id, show)

@@ -268,8 +268,15 @@ def test_status_shows_scheduled_sends_cancelled_or_not(
     ]["id"]
     what = f"Scheduled: send {send_id} via sendgrid (batch {batch})"
     assert f"{what}: 25 recipients at {at:%Y-%m-%d %H:%M} CET (+01:00), scheduled" in out
+    code, out = run("status")  # of every issue: what is still to go out
+    assert code == 0, out
+    assert (
+        f"Scheduled: {ISSUE_ID}: send {send_id} via sendgrid (batch {batch}): 25 recipients "
+        f"at {at:%Y-%m-%d %H:%M} CET (+01:00)"
+    ) in out
 
     assert run("cancel", ISSUE_ID)[0] == 0
+    assert run("status") == (0, "Nothing waits or is scheduled to go out.")
     result = CliRunner().invoke(app, ["status", ISSUE_ID, "--json"])
     (held,) = json.loads(result.stdout)["scheduled"]
     assert (held["provider_batch"], held["status"], held["recipients"]) == (

@@ -107,6 +107,10 @@ def test_status_shows_an_outbox_send_waiting_and_cancel_stops_it(
         assert f"Waiting: a send via outbox at {at:%Y-%m-%d %H:%M}" in shown
         assert f"pid {proc.pid} on {socket.gethostname()}, waiting in the foreground" in shown
         assert f"`newsletter cancel {ISSUE_ID}` stops it" in shown
+        every = cli("status", "--json")  # of every issue: what is still to go out
+        assert every.exit_code == 0, every.output
+        assert json.loads(every.output) == {"waiting": [waiting], "scheduled": []}
+        assert f"Waiting: {ISSUE_ID}: a send via outbox at" in said(cli("status"))
 
         cancelled = cli("cancel", ISSUE_ID)
         assert cancelled.exit_code == 0, cancelled.output
@@ -187,6 +191,7 @@ def test_a_killed_waiting_send_is_not_shown_and_cancel_says_none_waits(
     assert "Waiting" not in result.output
     assert "nothing has been sent from this workspace" in said(result)
     assert not left.exists()  # the reader cleared the dead record
+    assert said(cli("status")) == "Nothing waits or is scheduled to go out."
     cancelled = cli("cancel", ISSUE_ID)
     assert cancelled.exit_code == 1
     assert f"no send of {ISSUE_ID} waits in the foreground" in said(cancelled)

@@ -8,10 +8,11 @@ know who got the issue and who did not without opening SQLite; this reads the le
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from newsletter.delivery.reputation import IssueFeedback, issue_feedback
 from newsletter.delivery.schedule import zone
 from newsletter.errors import NoSendError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, SendRecord
-from newsletter.storage.schedules import Schedule
+from newsletter.storage.schedules import SCHEDULED, Schedule
 from newsletter.storage.store import LedgerStore, existing_ledger, waiting_sends
 from newsletter.storage.waiting import WaitingSend
 
@@ -56,6 +57,41 @@ class IssueStatus:
             "scheduled": [dataclasses.asdict(s) for s in self.schedules],
             "waiting": [w.to_json() for w in self.waiting],
         }
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """What is still to go out, of every issue: sends waiting in the foreground for their
+    time, and sends a provider holds until theirs (not cancelled, not yet past)."""
+
+    waiting: list[WaitingSend]
+    scheduled: list[Schedule]
+    #: The zone to show times in (`timezone:`); None: this machine's.
+    timezone: tzinfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "waiting": [w.to_json() for w in self.waiting],
+            "scheduled": [dataclasses.asdict(s) for s in self.scheduled],
+        }
+
+
+def upcoming(config: Config, *, now: Callable[[], float] = time.time) -> Upcoming:
+    """`newsletter status` without an issue: every send still to go out, soonest first.
+    It only reads, and an empty workspace has nothing to go out (not an error)."""
+    held: list[Schedule] = []
+    ledger = existing_ledger(config)
+    if ledger is not None:
+        with ledger:
+            for issue in sorted({s.issue for s in ledger.sends()}):
+                held += [
+                    s
+                    for s in ledger.schedules(issue)
+                    if s.status == SCHEDULED
+                    and datetime.fromisoformat(s.send_at).timestamp() > now()
+                ]
+    held.sort(key=lambda s: s.send_at)
+    return Upcoming(waiting_sends(config), held, zone(config))
 
 
 def issue_id(given: str) -> str:
