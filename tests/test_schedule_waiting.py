@@ -21,6 +21,7 @@ from typing import IO, Any
 import pytest
 
 from newsletter.storage.ledger import Ledger
+from newsletter.storage.waiting import hold_waiting, still_waiting, waiting_sends
 from tests.commands import bare_workspace, cli, said, smtp_env, spawned
 from tests.sending import ISSUE_ID, SECRET
 from tests.servers.smtp import SMTPServer
@@ -247,3 +248,16 @@ def test_a_send_waiting_on_another_machine_is_shown_but_not_signalled(
         assert path.exists()
     finally:
         os.close(fd)
+
+
+def test_the_record_lives_exactly_as_long_as_the_wait(tmp_path: Path) -> None:
+    """The store's side, in this process: shown inside the block, gone after it, files too."""
+    state = tmp_path / ".newsletter"
+    at = in_ten_minutes()
+    with hold_waiting(state, ISSUE_ID, "smtp", at) as send:
+        assert waiting_sends(state, ISSUE_ID) == [send] == waiting_sends(state)
+        assert waiting_sends(state, "2025-09-05-later") == []
+        assert (send.pid, send.send_at) == (os.getpid(), at.isoformat())
+        assert still_waiting(state, send)
+    assert waiting_sends(state) == [] and not still_waiting(state, send)
+    assert list((state / "waiting").iterdir()) == []

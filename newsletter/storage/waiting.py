@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 from newsletter.errors import LedgerError
 
 FOLDER = "waiting"
+_TEMP = ".tmp"
 #: A temporary record older than this and unlocked was left by a process killed while
 #: writing it (a live writer renames it within microseconds).
 _STALE_TEMP_S = 60.0
@@ -63,7 +64,7 @@ def hold_waiting(
     state_dir: Path, issue: str, provider: str, send_at: datetime
 ) -> Iterator[WaitingSend]:
     """Show this process as waiting to send `issue` at `send_at` until the block ends."""
-    if not issue or issue.startswith(".") or "/" in issue or "\0" in issue:
+    if not issue or issue in (".", "..") or "/" in issue or "\0" in issue:
         raise LedgerError(f"{issue!r} is not an issue id that can name a file")
     send = WaitingSend(
         issue=issue,
@@ -75,7 +76,7 @@ def hold_waiting(
         token=secrets.token_hex(8),
     )
     path = _path(state_dir, send)
-    temp = path.with_name(f".{path.name}.tmp")
+    temp = path.with_name(f"{path.name}{_TEMP}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -122,8 +123,9 @@ def _read_live(path: Path) -> WaitingSend | None:
     finally:
         os.close(fd)
     try:
-        return WaitingSend(**json.loads(text))
-    except (ValueError, TypeError):  # not one of ours: nothing to show or stop
+        given = json.loads(text)
+        return WaitingSend(**{f.name: given[f.name] for f in fields(WaitingSend)})
+    except (ValueError, TypeError, KeyError):  # not one of ours: nothing to show or stop
         return None
 
 
@@ -139,7 +141,7 @@ def waiting_sends(state_dir: Path, issue: str | None = None) -> list[WaitingSend
     found = []
     for name in names:
         path = folder / name
-        if name.startswith("."):
+        if name.endswith(_TEMP):
             _remove_stale_temp(path)
         elif name.endswith(".json"):
             send = _read_live(path)
