@@ -31,6 +31,7 @@ from newsletter.console import (
     print_error_json,
     print_report,
     print_status,
+    print_upcoming,
     printable,
     show_path,
     with_progress,
@@ -567,7 +568,7 @@ def send(
             help='Send at this time, e.g. "2026-12-04 08:00" (in timezone: from newsletter.yaml, '
             "else this machine's) or 2026-12-04T08:00+01:00. SendGrid holds the mail until "
             "then (72 hours at most; `newsletter cancel` calls it back); smtp and the outbox "
-            "wait in the foreground.",
+            "wait in the foreground (`newsletter cancel` stops them).",
             show_default=False,
         ),
     ] = None,
@@ -721,7 +722,14 @@ def backup(
 @app.command()
 def status(
     ctx: typer.Context,
-    issue: IssueRefArg,
+    issue: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ISSUE]",
+            help="The issue file or its id; without it, the sends of every issue still to go out.",
+            show_default=False,
+        ),
+    ] = None,
     show: Annotated[
         str | None,
         typer.Option(
@@ -733,12 +741,24 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
 ) -> None:
-    """What the ledger says about an issue: each send, and who got it and who did not."""
+    """What the ledger says about an issue: each send, who got it and who did not, and any
+    send of it waiting for its time."""
     with _errors(as_json):
         from newsletter.delivery import status as ledger_status
         from newsletter.lists.cells import CellWriter
 
         config = _config(ctx)
+        if issue is None:
+            if show is not None:
+                raise UsageError("--show lists the recipients of one issue: give its ISSUE")
+            upcoming = ledger_status.upcoming(config)
+            if as_json:
+                import json
+
+                typer.echo(json.dumps(upcoming.to_json(), indent=2))
+                return
+            print_upcoming(upcoming)
+            return
         issue_id = ledger_status.issue_id(issue)
         if show is not None:
             rows = ledger_status.recipients(config, issue_id, show)
@@ -771,7 +791,7 @@ def cancel(
     issue: IssueRefArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print what it did as JSON.")] = False,
 ) -> None:
-    """Call back a send held by SendGrid for later (`send --at`); a later send mails them."""
+    """Stop a `send --at` waiting in the foreground, or call back one SendGrid holds."""
     with _errors(as_json):
         from newsletter.delivery import status as ledger_status
         from newsletter.delivery.schedule import cancel_scheduled

@@ -3,6 +3,10 @@
 Only the CLI prints through this; the library returns reports and raises errors, and
 never prints or imports this module (counted nouns come from `newsletter.words`).
 Rich is imported inside each function, so a command that prints little pays little.
+
+Over 400 lines: one short printer per command's result (the send report, status and what
+is still to go out, cancel, the progress bar), sharing `console()`, `escape` and the way
+times and counts are shown; split by command, what a terminal shows would be scattered.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ import typer
 from newsletter.words import plural
 
 if TYPE_CHECKING:
+    from datetime import tzinfo
+
     from rich.console import Console
 
     from newsletter.delivery.reputation import IssueFeedback
     from newsletter.delivery.schedule import CancelReport
     from newsletter.delivery.send import Report
-    from newsletter.delivery.status import IssueStatus
+    from newsletter.delivery.status import IssueStatus, Upcoming
     from newsletter.errors import NewsletterError
+    from newsletter.storage.waiting import WaitingSend
 
 T = TypeVar("T")
 
@@ -62,6 +69,9 @@ def print_status(found: IssueStatus) -> None:
     from newsletter.delivery.status import ORDER
 
     out = console()
+    print_waiting(found)
+    if not found.sends:  # only waiting: the ledger has not seen it yet
+        return
     sends = Table(title=f"Sends of {found.issue}", title_justify="left")
     for column in ("#", "started (UTC)", "provider", "status", "sent", "unknown", "failed"):
         sends.add_column(
@@ -101,6 +111,47 @@ def print_status(found: IssueStatus) -> None:
     print_schedules(found)
 
 
+def print_waiting(found: IssueStatus) -> None:
+    """The issue's sends waiting in the foreground for their time: one line each."""
+    for send in found.waiting:
+        console().print(f"Waiting: {_waiting_line(send, found.timezone)}", markup=False)
+
+
+def _waiting_line(send: WaitingSend, timezone: tzinfo | None) -> str:
+    import time
+    from datetime import datetime
+
+    from newsletter.delivery.ratelimit import describe
+    from newsletter.delivery.schedule import show
+
+    at = datetime.fromisoformat(send.send_at).astimezone(timezone)
+    left = describe(max(at.timestamp() - time.time(), 0))
+    return (
+        f"a send via {send.provider} at {show(at)} (in {left}), pid {send.pid} on "
+        f"{send.host}, waiting in the foreground; `newsletter cancel {send.issue}` stops it"
+    )
+
+
+def print_upcoming(found: Upcoming) -> None:
+    """`newsletter status` without an issue: every send still to go out, one line each."""
+    from datetime import datetime
+
+    from newsletter.delivery.schedule import show
+
+    out = console()
+    for send in found.waiting:
+        out.print(f"Waiting: {send.issue}: {_waiting_line(send, found.timezone)}", markup=False)
+    for held in found.scheduled:
+        at = show(datetime.fromisoformat(held.send_at).astimezone(found.timezone))
+        out.print(
+            f"Scheduled: {held.issue}: send {held.send_id} via {held.provider} (batch "
+            f"{held.provider_batch}): {plural(held.recipients, 'recipient')} at {at}",
+            markup=False,
+        )
+    if not found.waiting and not found.scheduled:
+        out.print("Nothing waits or is scheduled to go out.", markup=False)
+
+
 def print_cancel(done: CancelReport) -> None:
     """What `newsletter cancel` did, and what mails those readers now."""
     from datetime import datetime
@@ -108,6 +159,13 @@ def print_cancel(done: CancelReport) -> None:
     from newsletter.delivery.schedule import show
 
     out = console()
+    for send in done.stopped:
+        out.print(
+            f"Stopped the send via {send.provider} waiting for "
+            f"{show(datetime.fromisoformat(send.send_at).astimezone(done.timezone))} "
+            f"(pid {send.pid}): nothing was sent",
+            markup=False,
+        )
     for batch, at, marked in done.cancelled:
         out.print(
             f"Cancelled the send of {show(datetime.fromisoformat(at))} (batch {batch}): "

@@ -213,8 +213,9 @@ def test_cancel_without_a_scheduled_send_says_so(ws: Path) -> None:
     assert run("send", SAMPLE, "--to", "list.csv", "-p", "sendgrid", "--yes")[0] == 0
     code, out = run("cancel", SAMPLE)  # the file or its id
     assert code == 1
-    assert f"no scheduled send of {ISSUE_ID} is recorded" in out
-    assert "a `send --at` through smtp or the outbox waits in the foreground" in out
+    assert f"no send of {ISSUE_ID} waits in the foreground" in out
+    assert "no scheduled send of it is recorded" in out
+    assert "a `send --at` through smtp or the outbox can be cancelled only while it waits" in out
     with ledger(ws) as led:
         assert led.counts(ISSUE_ID) == {"sent": 25}
 
@@ -267,8 +268,15 @@ def test_status_shows_scheduled_sends_cancelled_or_not(
     ]["id"]
     what = f"Scheduled: send {send_id} via sendgrid (batch {batch})"
     assert f"{what}: 25 recipients at {at:%Y-%m-%d %H:%M} CET (+01:00), scheduled" in out
+    code, out = run("status")  # of every issue: what is still to go out
+    assert code == 0, out
+    assert (
+        f"Scheduled: {ISSUE_ID}: send {send_id} via sendgrid (batch {batch}): 25 recipients "
+        f"at {at:%Y-%m-%d %H:%M} CET (+01:00)"
+    ) in out
 
     assert run("cancel", ISSUE_ID)[0] == 0
+    assert run("status") == (0, "Nothing waits or is scheduled to go out.")
     result = CliRunner().invoke(app, ["status", ISSUE_ID, "--json"])
     (held,) = json.loads(result.stdout)["scheduled"]
     assert (held["provider_batch"], held["status"], held["recipients"]) == (

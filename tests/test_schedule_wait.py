@@ -124,6 +124,8 @@ def test_the_cli_waits_a_moment_then_sends_through_smtp(
         stamps = [datetime.fromisoformat(d.updated_at) for d in ledger.deliveries(ISSUE_ID)]
     assert len(stamps) == 3 and min(stamps) >= at
     assert "waited for it in the foreground" in " ".join(result.output.split())
+    assert list((ws / ".newsletter" / "waiting").iterdir()) == []  # status: no longer waiting
+    assert "waiting" not in CliRunner().invoke(app, ["status", ISSUE_ID]).output
 
 
 def test_sigterm_while_waiting_stops_with_a_report_and_the_command_to_run_again(

@@ -95,5 +95,17 @@ def test_a_wrong_state_is_a_usage_error(ws: Path) -> None:
     assert "email,status" not in result.output
 
 
+def test_without_an_issue_it_lists_what_is_still_to_go_out(ws: Path) -> None:
+    """Nothing here, then a finished outbox send: nothing waits or is held, and that is no
+    error; --show needs an issue."""
+    assert cli("status").output == "Nothing waits or is scheduled to go out.\n"
+    assert not (ws / ".newsletter").exists()  # it only reads
+    assert cli("send", SAMPLE, "--to", "list.csv", "--yes").exit_code == 0
+    result = cli("status", "--json")
+    assert result.exit_code == 0 and json.loads(result.output) == {"waiting": [], "scheduled": []}
+    shown = cli("status", "--show", "sent")
+    assert shown.exit_code == 2 and "--show lists the recipients of one issue" in shown.output
+
+
 def test_every_ledger_state_is_shown() -> None:
     assert sorted(ORDER) == sorted(STATUSES)

@@ -5,7 +5,8 @@ now: every request carries the time and one batch id, recorded in the ledger bef
 first request leaves, so `newsletter cancel` can call the send back until shortly before
 its time and mark exactly its recipients as not sent. SMTP and the outbox cannot hold
 mail, so the command waits in the foreground until the time; a Ctrl-C or SIGTERM while
-it waits sends nothing.
+it waits sends nothing. The store keeps a record of the wait, so `newsletter status` shows
+it and `newsletter cancel` stops it with that SIGTERM.
 
 A time without an offset is read in `timezone:` from newsletter.yaml (an IANA name), or
 else in this machine's zone; a time that a clock change skips or repeats is refused
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -24,7 +26,7 @@ from newsletter.config import Config, secrets
 from newsletter.delivery.providers import PROVIDERS
 from newsletter.delivery.ratelimit import describe
 from newsletter.delivery.report import Report
-from newsletter.delivery.stop import StopRequest
+from newsletter.delivery.stop import StopRequest, stop_waiting
 from newsletter.errors import (
     LedgerError,
     NoSendError,
@@ -34,7 +36,8 @@ from newsletter.errors import (
     UsageError,
 )
 from newsletter.storage.schedules import SCHEDULED, Schedule
-from newsletter.storage.store import LedgerStore, existing_ledger, open_store
+from newsletter.storage.store import LedgerStore, existing_ledger, open_store, waiting_sends
+from newsletter.storage.waiting import WaitingSend
 from newsletter.words import plural
 
 #: Room left for the requests of a long send below the provider's window: a time right at
@@ -169,15 +172,23 @@ def wait_in_foreground(
     at: datetime,
     report: Report,
     *,
+    record: AbstractContextManager[object],
     stop: StopRequest | None,
     now: Callable[[], float],
     sleep: Callable[[float], None],
     on_wait: Callable[[float], None] | None,
 ) -> None:
-    """The send's wait for its time (a provider that cannot hold mail): `on_wait` hears the
-    seconds left, then 0; a stop first raises SendInterrupted, nothing having been sent."""
-    stopped = (lambda: stop.requested) if stop is not None else (lambda: False)
-    if not wait_until(at, now=now, sleep=sleep, stopped=stopped, on_wait=on_wait):
+    """The send's wait for its time (a provider that cannot hold mail), inside `record` (the
+    store's record of it, which `cancel` signals through): `on_wait` hears the seconds left,
+    then 0; a stop first raises SendInterrupted, nothing having been sent.
+
+    The stop is checked again once the record is gone, so a `cancel` that signalled as the
+    time came still stops the send before it opens the ledger.
+    """
+    stopped: Callable[[], bool] = (lambda: stop.requested) if stop is not None else (lambda: False)
+    with record:
+        waited = wait_until(at, now=now, sleep=sleep, stopped=stopped, on_wait=on_wait)
+    if not waited or stopped():
         assert stop is not None
         raise SendInterrupted(
             f"stopped by {stop.what} while waiting for {show(at)}: nothing was sent; the "
@@ -199,12 +210,22 @@ class CancelReport:
     cancelled: list[tuple[str, str, int]] = field(default_factory=list)
     #: (batch id, time, when cancelled) for each cancelled by an earlier run.
     already: list[tuple[str, str, str]] = field(default_factory=list)
-    #: Why a held send could not be cancelled (its time is past or too near).
+    #: Why a held send could not be cancelled (its time is past or too near), or a waiting
+    #: one stopped (another host's or user's process, or one that did not stop).
     refused: list[str] = field(default_factory=list)
+    #: Sends that were waiting in the foreground and were stopped, nothing sent.
+    stopped: list[WaitingSend] = field(default_factory=list)
+    #: The zone to show times in (`timezone:`); None: this machine's.
+    timezone: tzinfo | None = None
 
     @property
     def marked(self) -> int:
         return sum(n for _b, _t, n in self.cancelled)
+
+    @property
+    def done(self) -> bool:
+        """Whether anything was called back or stopped."""
+        return bool(self.cancelled or self.stopped)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -214,6 +235,10 @@ class CancelReport:
             ],
             "already_cancelled": [
                 {"batch_id": b, "send_at": t, "cancelled_at": c} for b, t, c in self.already
+            ],
+            "stopped_waiting": [
+                {"send_at": w.send_at, "provider": w.provider, "pid": w.pid, "host": w.host}
+                for w in self.stopped
             ],
             "refused": self.refused,
             "marked_not_sent": self.marked,
@@ -228,33 +253,49 @@ def _moment(stored: str, config: Config) -> datetime:
 def cancel_scheduled(
     config: Config, issue: str, *, now: Callable[[], float] = time.time
 ) -> CancelReport:
-    """Cancel, through its provider, every send of `issue` still held for a later time, and
-    mark exactly its recipients not sent (`failed`), so the next send mails them.
+    """Stop every send of `issue` waiting in the foreground (SMTP, the outbox), and cancel,
+    through its provider, every one held for a later time (SendGrid), marking exactly its
+    recipients not sent (`failed`), so the next send mails them.
 
-    The provider first: if it fails, the ledger is left as it was and the readers still get
-    the issue at its time. A send whose time is past, or too near for the provider to
-    promise a cancellation, is refused (SendRefused) and its readers stay `sent`. Running it
-    again after a success changes nothing.
+    A waiting send has recorded nothing yet: it is sent SIGTERM, which it takes as a stop
+    (nothing sent, the ledger untouched). A held one: the provider first; if it fails, the
+    ledger is left as it was and the readers still get the issue at its time. A send whose
+    time is past, or too near for the provider to promise a cancellation, is refused
+    (SendRefused, when nothing else was done) and its readers stay `sent`. Running it again
+    after a success changes nothing.
     """
+    report = CancelReport(issue, timezone=zone(config))
+    waiting = waiting_sends(config, issue)
+    for send in waiting:
+        at = show(datetime.fromisoformat(send.send_at).astimezone(zone(config)))
+        refusal = stop_waiting(config, send, f"the send of {at} via {send.provider}")
+        if refusal is None:
+            report.stopped.append(send)
+        else:
+            report.refused.append(refusal)
     ledger = existing_ledger(config)
-    if ledger is None:
+    held = []
+    if ledger is not None:
+        with ledger:
+            held = ledger.schedules(issue)
+    if not held and not waiting:
+        if ledger is None:
+            raise NoSendError(
+                f"no send of {issue} waits in the foreground, and there is no ledger at "
+                f"{config.ledger_path}: nothing has been sent from this workspace"
+            )
         raise NoSendError(
-            f"no ledger at {config.ledger_path}: nothing has been sent from this workspace"
+            f"no send of {issue} waits in the foreground, and no scheduled send of it is "
+            f"recorded in {config.ledger_path}: only a send through a provider that holds mail "
+            "(sendgrid) is recorded, and a `send --at` through smtp or the outbox can be "
+            "cancelled only while it waits"
         )
-    with ledger:
-        held = ledger.schedules(issue)
-    if not held:
-        raise NoSendError(
-            f"no scheduled send of {issue} is recorded in {config.ledger_path}: only a send "
-            "through a provider that holds mail (sendgrid) is; a `send --at` through smtp or "
-            "the outbox waits in the foreground, and Ctrl-C stops it"
-        )
-    report = CancelReport(issue)
-    with open_store(config) as store, store.send_lock(issue):
-        ledger = store.ledger()
-        for schedule in ledger.schedules(issue):  # again, under the lock
-            _cancel_one(config, ledger, schedule, report, now())
-    if report.refused and not report.cancelled:
+    if held:
+        with open_store(config) as store, store.send_lock(issue):
+            ledger = store.ledger()
+            for schedule in ledger.schedules(issue):  # again, under the lock
+                _cancel_one(config, ledger, schedule, report, now())
+    if report.refused and not report.done:
         raise SendRefused("\n".join([f"cannot cancel {issue}:", *report.refused]))
     return report
 

@@ -592,7 +592,11 @@ def send_issue(
         report.send_at_note = plan_note(at, options.provider, issue, now())
         if not held:
             PROVIDERS[options.provider].ready(config)  # a missing setting is said now, not then
-            wait_in_foreground(at, report, stop=stop, now=now, sleep=sleep, on_wait=on_wait)
+            with open_store(config) as store:  # `status` shows the wait, `cancel` stops it
+                record = store.hold_waiting(issue, options.provider, at)
+                wait_in_foreground(
+                    at, report, record=record, stop=stop, now=now, sleep=sleep, on_wait=on_wait
+                )
             started = time.perf_counter()  # the send's rate counts from its time, not the wait
 
     stop_at: list[float] = []

@@ -8,10 +8,11 @@ know who got the issue and who did not without opening SQLite; this reads the le
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from newsletter.delivery.reputation import IssueFeedback, issue_feedback
 from newsletter.delivery.schedule import zone
 from newsletter.errors import NoSendError, UsageError
 from newsletter.storage.ledger import STATUSES, Delivery, SendRecord
-from newsletter.storage.schedules import Schedule
-from newsletter.storage.store import LedgerStore, existing_ledger
+from newsletter.storage.schedules import SCHEDULED, Schedule
+from newsletter.storage.store import LedgerStore, existing_ledger, waiting_sends
+from newsletter.storage.waiting import WaitingSend
 
 #: The order a person reads the states in: delivered first, then what needs a decision.
 ORDER = ("sent", "unknown", "pending", "failed", "rejected")
@@ -39,6 +41,8 @@ class IssueStatus:
     after_send: IssueFeedback | None = None
     #: Sends held by the provider for a set time (`send --at`), cancelled or not.
     schedules: list[Schedule] = dataclasses.field(default_factory=list)
+    #: Sends of it waiting in the foreground for their time (`send --at` via smtp, outbox).
+    waiting: list[WaitingSend] = dataclasses.field(default_factory=list)
     #: The zone to show times in (`timezone:`); None: this machine's.
     timezone: tzinfo | None = None
 
@@ -51,7 +55,43 @@ class IssueStatus:
             "sends": [dataclasses.asdict(s) for s in self.sends],
             "after_send": self.after_send.to_json() if self.after_send else None,
             "scheduled": [dataclasses.asdict(s) for s in self.schedules],
+            "waiting": [w.to_json() for w in self.waiting],
         }
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """What is still to go out, of every issue: sends waiting in the foreground for their
+    time, and sends a provider holds until theirs (not cancelled, not yet past)."""
+
+    waiting: list[WaitingSend]
+    scheduled: list[Schedule]
+    #: The zone to show times in (`timezone:`); None: this machine's.
+    timezone: tzinfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "waiting": [w.to_json() for w in self.waiting],
+            "scheduled": [dataclasses.asdict(s) for s in self.scheduled],
+        }
+
+
+def upcoming(config: Config, *, now: Callable[[], float] = time.time) -> Upcoming:
+    """`newsletter status` without an issue: every send still to go out, soonest first.
+    It only reads, and an empty workspace has nothing to go out (not an error)."""
+    held: list[Schedule] = []
+    ledger = existing_ledger(config)
+    if ledger is not None:
+        with ledger:
+            for issue in sorted({s.issue for s in ledger.sends()}):
+                held += [
+                    s
+                    for s in ledger.schedules(issue)
+                    if s.status == SCHEDULED
+                    and datetime.fromisoformat(s.send_at).timestamp() > now()
+                ]
+    held.sort(key=lambda s: s.send_at)
+    return Upcoming(waiting_sends(config), held, zone(config))
 
 
 def issue_id(given: str) -> str:
@@ -77,8 +117,22 @@ def _sends(ledger: LedgerStore, issue: str) -> list[SendRecord]:
     return sends
 
 
+def _recorded(config: Config, issue: str) -> bool:
+    ledger = existing_ledger(config)
+    if ledger is None:
+        return False
+    with ledger:
+        return bool(ledger.sends(issue))
+
+
 def issue_status(config: Config, issue: str) -> IssueStatus:
-    """Every send of the issue with its manifest and counts, and its recipients by state."""
+    """Every send of the issue with its manifest and counts, its recipients by state, and
+    the sends of it waiting in the foreground (which the ledger has not seen yet)."""
+    waiting = waiting_sends(config, issue)
+    if waiting and not _recorded(config, issue):
+        return IssueStatus(
+            issue, config.ledger_path, [], Counter(), waiting=waiting, timezone=zone(config)
+        )
     with _open(config) as ledger:
         counts = ledger.counts(issue)
         found = IssueStatus(
@@ -88,6 +142,7 @@ def issue_status(config: Config, issue: str) -> IssueStatus:
             counts,
             ledger.counts(issue, rehearsal=True),
             schedules=ledger.schedules(issue),
+            waiting=waiting,
             timezone=zone(config),
         )
     return dataclasses.replace(found, after_send=issue_feedback(config, issue, counts["sent"]))

@@ -36,6 +36,7 @@ from newsletter.storage.store import (
     Suppression,
     SuppressionKind,
 )
+from newsletter.storage.waiting import WaitingSend, hold_waiting, still_waiting, waiting_sends
 
 SCHEMA_VERSION = 1
 _PAGE = 1000
@@ -205,6 +206,19 @@ class SQLiteStore:
 
     def send_lock(self, issue: str) -> AbstractContextManager[None]:
         return send_lock(self.state_dir, issue)
+
+    def hold_waiting(
+        self, issue: str, provider: str, send_at: datetime
+    ) -> AbstractContextManager[WaitingSend]:
+        return hold_waiting(self.state_dir, issue, provider, send_at)
+
+    @staticmethod
+    def waiting_sends(state_dir: Path, issue: str | None = None) -> list[WaitingSend]:
+        return waiting_sends(state_dir, issue)
+
+    @staticmethod
+    def still_waiting(state_dir: Path, send: WaitingSend) -> bool:
+        return still_waiting(state_dir, send)
 
     # --- suppressions ---
 

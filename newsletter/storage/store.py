@@ -1,9 +1,10 @@
 """The storage seam: one interface for everything a workspace keeps between runs.
 
 A `Store` owns the ledger (who was sent which issue), the send lock (one send of an issue at a
-time), the suppressions (addresses never to mail, whatever put them there: a bounce, a
-complaint, a reader's unsubscribe, the editor) and the audience (subscribers with their status
-and consent record). `open_store(config)` is the one place a store is opened, so the editor's
+time), the record of sends waiting in the foreground for their time (`send --at`), the
+suppressions (addresses never to mail, whatever put them there: a bounce, a complaint, a
+reader's unsubscribe, the editor) and the audience (subscribers with their status and consent
+record). `open_store(config)` is the one place a store is opened, so the editor's
 CLI and the reader's service (`newsletter serve`) share it safely at the same moment.
 
 SQLite (`storage/sqlite.py`) is the embedded default. A PostgreSQL store, for a team whose
@@ -12,6 +13,8 @@ more branch in `open_store` (chosen by a connection URL): nothing outside `stora
 What it would take: the same tables; `suppress` as INSERT ... ON CONFLICT DO NOTHING;
 `confirm_signup` as UPDATE ... WHERE used_at IS NULL RETURNING, as here; `send_lock` as
 `pg_try_advisory_lock` on the issue's hash (held by the session, so a killed sender frees it);
+a waiting send as a row whose liveness is such a lock too (`storage/waiting.py` says why a PID
+is not enough);
 and a ledger with the methods of `LedgerStore` below, which are the contract (SQLite's is
 `storage/ledger.py`'s `Ledger`, named by nothing outside `storage/`).
 """
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from newsletter.config import Config
     from newsletter.storage.ledger import Delivery, Manifest, SendRecord
     from newsletter.storage.schedules import Schedule
+    from newsletter.storage.waiting import WaitingSend
 
 #: Where a subscriber stands. Only `subscribed` members are mailed.
 MemberStatus = Literal["subscribed", "pending", "unsubscribed", "bounced", "complained"]
@@ -270,6 +274,13 @@ class Store(Protocol):
         """Hold the one right to send `issue`; a second holder is refused, not queued."""
         ...
 
+    def hold_waiting(
+        self, issue: str, provider: str, send_at: datetime
+    ) -> AbstractContextManager[WaitingSend]:
+        """Show this process as waiting in the foreground to send `issue` at `send_at`, until
+        the block ends or the process dies (`waiting_sends` below reads it)."""
+        ...
+
     # --- suppressions ---
     def suppress(self, entries: Iterable[Suppression]) -> int:
         """Add suppressions and mark matching members; returns how many addresses were new."""
@@ -364,3 +375,18 @@ def existing_ledger(config: Config) -> LedgerStore | None:
     from newsletter.storage.sqlite import SQLiteStore
 
     return SQLiteStore.existing_ledger(config.state_dir)
+
+
+def waiting_sends(config: Config, issue: str | None = None) -> list[WaitingSend]:
+    """The sends (of `issue`, or of all) whose process waits in the foreground now, soonest
+    first; for reading (`status`, `cancel`): it creates nothing."""
+    from newsletter.storage.sqlite import SQLiteStore
+
+    return SQLiteStore.waiting_sends(config.state_dir, issue)
+
+
+def still_waiting(config: Config, send: WaitingSend) -> bool:
+    """Whether the process of `send` still waits: while it does, its PID is its own."""
+    from newsletter.storage.sqlite import SQLiteStore
+
+    return SQLiteStore.still_waiting(config.state_dir, send)
