@@ -951,6 +951,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "slow_answer":
             self.server.owner._closing.wait(fault.seconds)
+        closing = fault is not None and fault.kind == "close_after_answer"
+        if closing:
+            # Held back (Linux's TCP_CORK) until the shutdown below: the answer and the end
+            # of the stream reach the client together, as after a keep-alive timeout. Sent
+            # apart, a client scheduled first could write its next request in between.
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         self.send_response(response.code)
         if response.body:
             self.send_header("Content-Type", "application/json")
@@ -959,7 +965,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(response.body)
-        if fault is not None and fault.kind == "close_after_answer":
+        if closing:
+            self.request.shutdown(socket.SHUT_WR)
             self.close_connection = True
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
