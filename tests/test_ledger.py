@@ -162,6 +162,23 @@ def test_failed_unknown_and_pending_rows_are_taken_over_by_a_retry(ledger: Ledge
     }
 
 
+def test_addresses_are_kept_as_written_under_their_lowercase_key(ledger: Ledger) -> None:
+    """Keys are Python's lowercase; SQLite's lower() knows only ASCII, so an address with a
+    capital beyond ASCII must not be keyed by it."""
+    send = ledger.start_send(manifest())
+    written = ["Ünal@Example.org", "ANN@Example.org", "zoe@example.org"]
+    batch = ledger.begin_batch(send, ISSUE, [(email.lower(), email) for email in written])
+    ledger.finish_batch(batch, "sent", provider_id="msg-1")
+
+    keys = ["ünal@example.org", "ann@example.org", "zoe@example.org"]
+    assert ledger.statuses(ISSUE, keys) == dict.fromkeys(keys, "sent")
+    assert sorted((d.key, d.email) for d in ledger.deliveries(ISSUE)) == sorted(
+        zip(keys, written, strict=True)
+    )
+    with pytest.raises(LedgerError, match=r"ünal@example\.org \(sent\)"):
+        ledger.begin_batch(send, ISSUE, [("ünal@example.org", "ünal@example.org")])
+
+
 def test_begin_batch_refuses_a_sent_or_rejected_key_and_writes_nothing(ledger: Ledger) -> None:
     send = ledger.start_send(manifest())
     ledger.finish_batch(
