@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import LedgerError
+from newsletter.storage import ledger as ledger_module
 from newsletter.storage.ledger import SCHEMA_VERSION, Ledger, Manifest
 
 DATA = Path(__file__).parent / "data"
@@ -140,3 +141,35 @@ def test_a_retry_takes_over_the_failed_row_and_the_index_keeps_one_row_per_reade
     every = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
     conn.close()
     assert (indexed, every) == (2500, 3500)  # the failed attempts stay, as history
+
+
+def test_a_long_send_folds_its_rows_into_the_index_and_still_mails_nobody_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_UNINDEXED addresses a send brings the index up to date itself, so its
+    fingerprints in memory stay bounded; lookups then go through the index."""
+    monkeypatch.setattr(ledger_module, "MAX_UNINDEXED", 250)
+    path = tmp_path / "ledger.sqlite"
+    keys = [f"r{i:04d}@example.org" for i in range(1000)]
+    random.Random(5).shuffle(keys)
+    with Ledger(path) as ledger:
+        send = ledger.start_send(manifest(FIRST))
+        for start in range(0, 900, 100):
+            batch = ledger.begin_batch(send, FIRST, [(k, k) for k in keys[start : start + 100]])
+            ledger.finish_batch(batch, "failed" if start == 800 else "sent", error=None)
+        assert all(len(prints) <= 250 for prints in ledger._fingerprints.values())
+        with sqlite3.connect(path) as conn:
+            indexed = conn.execute("SELECT count(*) FROM recipient_index").fetchone()[0]
+        assert indexed >= 750  # folded in three times on the way
+
+        assert ledger.statuses(FIRST, keys[:900]) == {
+            **dict.fromkeys(keys[:800], "sent"),
+            **dict.fromkeys(keys[800:900], "failed"),
+        }
+        with pytest.raises(LedgerError, match="refusing to mail them again"):
+            ledger.begin_batch(send, FIRST, [(k, k) for k in (keys[950], keys[5])])
+        retry = ledger.begin_batch(send, FIRST, [(k, k) for k in keys[800:]])  # takes over
+        ledger.finish_batch(retry, "sent")
+    with Ledger(path) as other:  # another connection, as the next send
+        assert other.statuses(FIRST, keys) == dict.fromkeys(keys, "sent")
+        assert other.counts(FIRST) == {"sent": 1000}

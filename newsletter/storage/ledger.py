@@ -79,6 +79,11 @@ FINISHED_BATCH_STATUSES = (SENT, FAILED, UNKNOWN)
 # Keys per query: a full batch in one statement.
 MAX_KEYS_PER_QUERY = 1000
 # Rows per query when streaming deliveries: constant memory, and no query held open.
+# Addresses sent since the index was brought up to date, past which a send brings it up to
+# date again: the fingerprints of a send of any size then take at most 17 MB (25 MB while
+# they grow). A sorted run into a large index costs random-order lists about 4 us an address
+# (bench/send.py), so lists up to a million rows never pay it.
+MAX_UNINDEXED = 1 << 20
 ROWS_PER_PAGE = 1000
 INTERRUPTED = "interrupted: the process stopped before the provider answered"
 # What os.link says on a filesystem that has no hard links (some network and FUSE mounts).
@@ -427,13 +432,15 @@ class Ledger:
             self._index(conn, issue)
         return rows
 
-    def _index(self, conn: sqlite3.Connection, issue: str) -> None:
+    def _index(
+        self, conn: sqlite3.Connection, issue: str, rehearsals: Sequence[bool] = (False, True)
+    ) -> None:
         """Put the current rows of the issue's unindexed batches into `recipient_index`.
 
         Sorted by address first, so the index is written page by page, once: the same rows
         added batch by batch, in the list's order, would dirty a page per address.
         """
-        for rehearsal in (False, True):
+        for rehearsal in rehearsals:
             conn.execute(
                 "INSERT INTO recipient_index (issue, rehearsal, key, batch_id) "
                 "SELECT d.issue, d.rehearsal, d.key, d.batch_id FROM deliveries AS d "
@@ -534,12 +541,17 @@ class Ledger:
             conn.execute(_PENDING_OF_EMAILS, (issue, rehearsal, now, top, emails, batches[0]))
         else:
             conn.execute(_PENDING_OF_ROWS, (issue, rehearsal, now, top, json.dumps(rows)))
-        self._fingerprints[scope].add(hashes)
+        prints = self._fingerprints[scope]
+        prints.add(hashes)
         self._filtered[scope] = top + len(rows)
         conn.executemany(
             "UPDATE batches SET indexed = 0 WHERE id = ? AND indexed = 1",
             [(batch_id,) for batch_id in batches],
         )
+        if len(prints) > MAX_UNINDEXED:
+            # Memory stays flat whatever the list's size: a long send folds its rows into
+            # the index, sorted, every so often, and its fingerprints start afresh.
+            self._index(conn, issue, (rehearsal,))
 
     def statuses(
         self, issue: str, keys: Sequence[str], *, rehearsal: bool = False
