@@ -5,12 +5,15 @@ It holds the hash of every address sent since the issue's index was last brought
 date: a million of them for a million-row send. A Python set of as many ints costs ~60 MB
 (an object per entry); an SQLite table in memory cost 1-3 µs per insert, growing with its
 size, which was most of what a million-row send spent in the ledger (bench/send.py). Here
-an entry is 8 bytes in an array of at most four times as many slots as entries, and a probe
+an entry is 4 bytes in an array of at most four times as many slots as entries, and a probe
 is a few array reads: open addressing, linear probing, kept at most half full.
 
-Fingerprints are Python's `hash` of the address: randomised per process, so this is a
-cache of one process's, rebuilt from the rows when a process starts. A collision is
-harmless: a "maybe" is checked against the rows themselves.
+A fingerprint is the low 32 bits of Python's `hash` of the address: randomised per process,
+so this is a cache of one process's, rebuilt from the rows when a process starts. Two
+addresses share one with a chance of 1 in 4 billion, and an address not in the set is a
+"maybe" with a chance of n in 4 billion (1 in 4,000 at the ledger's bound of 2^20
+entries). A "maybe" is checked against the rows themselves, so a collision costs one
+look-up, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from collections.abc import Iterable, Sequence
 _FIRST_SLOTS = 1 << 12
 
 
+_LOW_32 = 0xFFFFFFFF
+
+
 class Fingerprints:
-    """An exact set of nonzero 64-bit integers with cheap bulk insert and lookup."""
+    """A set of 32-bit fingerprints of hashes, with cheap bulk insert and lookup."""
 
     def __init__(self) -> None:
-        self._slots = array("q", bytes(8 * _FIRST_SLOTS))
+        self._slots = array("I", [0]) * _FIRST_SLOTS
         self._mask = _FIRST_SLOTS - 1
         self._count = 0
 
@@ -35,7 +41,7 @@ class Fingerprints:
     def add(self, hashes: Iterable[int]) -> None:
         slots, mask, added = self._slots, self._mask, 0
         for h in hashes:
-            h = h or 1  # 0 marks an empty slot
+            h = h & _LOW_32 or 1  # 0 marks an empty slot
             i = h & mask
             while True:
                 held = slots[i]
@@ -51,10 +57,10 @@ class Fingerprints:
             self._grow()
 
     def hits(self, hashes: Sequence[int]) -> list[int]:
-        """The positions in `hashes` of those in the set."""
+        """The positions in `hashes` whose fingerprints are in the set."""
         slots, mask, found = self._slots, self._mask, []
         for position, h in enumerate(hashes):
-            h = h or 1
+            h = h & _LOW_32 or 1
             i = h & mask
             while True:
                 held = slots[i]
@@ -71,7 +77,7 @@ class Fingerprints:
         size = 2 * (self._mask + 1)
         while 2 * self._count > size - 1:
             size *= 2
-        self._slots = array("q", bytes(8 * size))
+        self._slots = array("I", [0]) * size
         self._mask = size - 1
         self._count = 0
         self.add(h for h in old if h)

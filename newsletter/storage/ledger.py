@@ -80,7 +80,7 @@ FINISHED_BATCH_STATUSES = (SENT, FAILED, UNKNOWN)
 MAX_KEYS_PER_QUERY = 1000
 # Rows per query when streaming deliveries: constant memory, and no query held open.
 # Addresses sent since the index was brought up to date, past which a send brings it up to
-# date again: the fingerprints of a send of any size then take at most 17 MB (25 MB while
+# date again: the fingerprints of a send of any size then take at most 8 MB (13 MB while
 # they grow). A sorted run into a large index costs random-order lists about 4 us an address
 # (bench/send.py), so lists up to a million rows never pay it.
 MAX_UNINDEXED = 1 << 20
@@ -462,7 +462,7 @@ class Ledger:
         They are this connection's answer to "may this address have a row newer than the
         index?": a hash per such row, in memory. No means no; yes is checked against the rows
         themselves. A key index on disk written batch by batch is what made a list in random
-        order cost twice a sorted one; the fingerprints cost 8 to 32 bytes per address sent
+        order cost twice a sorted one; the fingerprints cost 4 to 16 bytes per address sent
         since the issue's index was last brought up to date, and nothing on disk
         (`storage/fingerprints.py`). Rows other connections wrote (SMTP's marks, another
         process) are read by `seq`.
