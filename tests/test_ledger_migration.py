@@ -173,3 +173,22 @@ def test_a_long_send_folds_its_rows_into_the_index_and_still_mails_nobody_twice(
     with Ledger(path) as other:  # another connection, as the next send
         assert other.statuses(FIRST, keys) == dict.fromkeys(keys, "sent")
         assert other.counts(FIRST) == {"sent": 1000}
+
+
+def test_a_connection_that_only_reads_starts_afresh_once_the_writer_has_folded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SMTP's marks claim through one connection while the send looks its list up through
+    another: the reader's fingerprints must not grow with the whole send."""
+    monkeypatch.setattr(ledger_module, "MAX_UNINDEXED", 100)
+    path = tmp_path / "ledger.sqlite"
+    keys = [f"r{i:04d}@example.org" for i in range(1500)]
+    with Ledger(path) as reader, Ledger(path) as writer:
+        send = writer.start_send(manifest(FIRST, provider="smtp"))
+        for start in range(0, len(keys), 50):
+            chunk = keys[start : start + 50]
+            assert reader.statuses(FIRST, chunk) == {}
+            writer.finish_batch(writer.begin_batch(send, FIRST, [(k, k) for k in chunk]), "sent")
+            assert reader.statuses(FIRST, chunk) == dict.fromkeys(chunk, "sent")
+            assert all(len(prints) <= 2 * 100 + 50 for prints in reader._fingerprints.values())
+        assert reader.statuses(FIRST, keys) == dict.fromkeys(keys, "sent")

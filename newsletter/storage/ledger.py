@@ -79,12 +79,14 @@ FINISHED_BATCH_STATUSES = (SENT, FAILED, UNKNOWN)
 # Keys per query: a full batch in one statement.
 MAX_KEYS_PER_QUERY = 1000
 # Rows per query when streaming deliveries: constant memory, and no query held open.
+ROWS_PER_PAGE = 1000
 # Addresses sent since the index was brought up to date, past which a send brings it up to
 # date again: the fingerprints of a send of any size then take at most 8 MB (13 MB while
-# they grow). A sorted run into a large index costs random-order lists about 4 us an address
-# (bench/send.py), so lists up to a million rows never pay it.
+# they grow). Lookups through a large index cost random-order lists about 4 µs an address
+# (a benchmark of the ledger alone, docs/benchmarks.md), so lists up to a million rows
+# never pay it. A connection that only reads starts its fingerprints afresh past twice as
+# many, once another has folded what they hold into the index.
 MAX_UNINDEXED = 1 << 20
-ROWS_PER_PAGE = 1000
 INTERRUPTED = "interrupted: the process stopped before the provider answered"
 # What os.link says on a filesystem that has no hard links (some network and FUSE mounts).
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV})
@@ -471,6 +473,8 @@ class Ledger:
         top = conn.execute("SELECT coalesce(max(seq), 0) FROM deliveries").fetchone()[0]
         seen = self._filtered.get(scope)
         prints = self._fingerprints.get(scope)
+        if prints is not None and len(prints) > 2 * MAX_UNINDEXED:
+            prints = None  # what another connection folded into the index is stale here
         if seen is None or prints is None:
             prints = self._fingerprints[scope] = Fingerprints()
             keys = conn.execute(
@@ -549,8 +553,8 @@ class Ledger:
             [(batch_id,) for batch_id in batches],
         )
         if len(prints) > MAX_UNINDEXED:
-            # Memory stays flat whatever the list's size: a long send folds its rows into
-            # the index, sorted, every so often, and its fingerprints start afresh.
+            # Memory stays bounded whatever the list's size: a long send folds its rows
+            # into the index, sorted, every so often, and its fingerprints start afresh.
             self._index(conn, issue, (rehearsal,))
 
     def statuses(
