@@ -157,7 +157,7 @@ def _wire(piece: bytes) -> bytes:
     Every piece the builder joins begins and ends at a line's start (the QP segments end
     in a soft line break), so the issue's share is converted once and only the short
     per-subscriber pieces per message: converting a 40 KB message per subscriber cost a
-    quarter of an SMTP send's CPU (bench/send.py).
+    quarter of an SMTP send's CPU (a py-spy profile, docs/benchmarks.md).
     """
     piece = piece.replace(b"\n", b"\r\n").replace(b"\n.", b"\n..")
     return b"." + piece if piece.startswith(b".") else piece
