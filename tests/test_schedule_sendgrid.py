@@ -17,11 +17,12 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.delivery.schedule import cancel_scheduled
-from newsletter.errors import SendRefused
+from newsletter.delivery.send import SendOptions, send_issue
+from newsletter.errors import ProviderError, SendRefused
 from newsletter.storage.ledger import Ledger
 from newsletter.web.archive import build_archive
 from tests.sending import ISSUE_ID, SECRET, config, readers, workspace
-from tests.servers.sendgrid import SendGridServer, slow, status
+from tests.servers.sendgrid import SendGridServer, drop_after_accept, slow, status
 from tests.workspace import MINIMAL_ISSUE, SAMPLE, write_issue
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -205,6 +206,38 @@ def test_a_send_stopped_half_way_can_still_be_cancelled(
     with ledger(ws) as led:
         assert led.counts(ISSUE_ID) == {"failed": 20}
     assert delivered(sendgrid_server) == {}
+
+
+def test_a_batch_id_refused_for_now_or_unanswered_is_asked_for_again(
+    ws: Path, sendgrid_server: SendGridServer
+) -> None:
+    """An unused batch id holds nothing: a 503 and a lost answer cost two more tries."""
+    sendgrid_server.inject(status(503), drop_after_accept())
+    at = later(hours=5)
+    options = SendOptions(provider="sendgrid", at=at, backoff=0.0, max_backoff=0.0)
+    env = {"SENDGRID_API_KEY": sendgrid_server.api_key, "SENDGRID_API_HOST": sendgrid_server.url}
+    report = send_issue(config(ws, env), ws / SAMPLE, ws / "list.csv", options)
+    assert report.sent == 25
+    batches = {a.body["batch_id"] for a in sendgrid_server.accepted}
+    assert len(batches) == 1 and set(sendgrid_server.scheduled_sends) >= batches
+    with ledger(ws) as led:
+        (held,) = led.schedules(ISSUE_ID)
+    assert {held.provider_batch} == batches
+
+
+def test_a_batch_id_refused_every_time_stops_the_send_before_anything_goes(
+    ws: Path, sendgrid_server: SendGridServer
+) -> None:
+    sendgrid_server.inject(*[status(503)] * 3)
+    options = SendOptions(
+        provider="sendgrid", at=later(hours=5), backoff=0.0, max_backoff=0.0, max_attempts=3
+    )
+    env = {"SENDGRID_API_KEY": sendgrid_server.api_key, "SENDGRID_API_HOST": sendgrid_server.url}
+    with pytest.raises(ProviderError, match=r"no batch id for the scheduled send after 3 tries"):
+        send_issue(config(ws, env), ws / SAMPLE, ws / "list.csv", options)
+    assert sendgrid_server.accepted == []
+    with ledger(ws) as led:
+        assert led.schedules(ISSUE_ID) == [] and led.counts(ISSUE_ID) == {}
 
 
 def test_cancel_without_a_scheduled_send_says_so(ws: Path) -> None:

@@ -28,7 +28,7 @@ from typing import TypeVar
 from newsletter import __version__
 from newsletter.config import Config, redact, secrets
 from newsletter.content.render import PACKAGE_TEMPLATES
-from newsletter.delivery.batches import BatchSender, Retries
+from newsletter.delivery.batches import BatchSender, Retries, retry_delay
 from newsletter.delivery.campaign import Campaign, prepare
 from newsletter.delivery.guards import content_findings, sent_under_another_id
 from newsletter.delivery.manifest import sha256_file, sha256_tree
@@ -55,6 +55,7 @@ from newsletter.errors import (
     SendRefused,
     SendStopped,
     TemplateError,
+    TransientProviderError,
     UnknownOutcomeError,
 )
 from newsletter.lists.cells import CellWriter
@@ -642,7 +643,16 @@ def send_issue(
         try:
             schedule = None
             if held and at is not None:
-                schedule = _hand_over(config, options.provider, at, report, known_secrets)
+                schedule = _hand_over(
+                    config,
+                    options.provider,
+                    at,
+                    report,
+                    known_secrets,
+                    retries=options.retries,
+                    sleep=sleep,
+                    stopped=lambda: stop is not None and stop.requested,
+                )
                 if not sandbox:  # before the first request: a killed send can be cancelled
                     ledger.record_schedule(issue, send_id, options.provider, schedule.batch_id, at)
             provider = open_provider(options.provider, campaign, sandbox=sandbox, schedule=schedule)
@@ -737,17 +747,41 @@ def send_issue(
 
 
 def _hand_over(
-    config: Config, name: str, at: datetime, report: Report, known_secrets: list[str]
+    config: Config,
+    name: str,
+    at: datetime,
+    report: Report,
+    known_secrets: list[str],
+    *,
+    retries: Retries,
+    sleep: Callable[[float], None],
+    stopped: Callable[[], bool],
 ) -> Scheduled:
-    """A new batch id at the provider for a send it holds until `at`."""
+    """A new batch id at the provider for a send it holds until `at`.
+
+    A batch id nobody sends with holds nothing, so a request refused for now (a 429, a 5xx,
+    the network) or left unanswered is simply made again, with the batches' backoff.
+    """
     spec = PROVIDERS[name]
     assert spec.schedule is not None
-    try:
-        batch = spec.schedule.new_batch(spec.ready(config), known_secrets)
-    except ProviderError as exc:
+    account = spec.ready(config)
+    attempt = 1
+    while True:
+        try:
+            batch = spec.schedule.new_batch(account, known_secrets)
+            break
+        except (TransientProviderError, UnknownOutcomeError) as exc:
+            if attempt < retries.max_attempts and not stopped():
+                sleep(retry_delay(retries, attempt, None))
+                attempt += 1
+                continue
+            error: ProviderError = exc
+        except ProviderError as exc:
+            error = exc
+        tries = f" after {attempt} tries" if attempt > 1 else ""
         raise ProviderError(
-            f"{name} made no batch id for the scheduled send ({exc}); nothing was sent",
-            status=exc.status,
+            f"{name} made no batch id for the scheduled send{tries} ({error}); nothing was sent",
+            status=error.status,
         ) from None
     report.scheduled_batch = batch
     return Scheduled(send_at=int(at.timestamp()), batch_id=batch)
