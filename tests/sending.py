@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.config import Config, load_config
-from tests.workspace import make_workspace
+from newsletter.delivery.send import Report, SendOptions, send_issue
+from tests.workspace import SAMPLE, make_workspace
+
+if TYPE_CHECKING:
+    from tests.servers.sendgrid import SendGridServer
 
 SECRET = "s3cr3t-token-key-for-tests-0123456789"
 ISSUE_ID = "2025-08-01-north-korea"
@@ -31,6 +37,23 @@ def workspace(root: Path, n: int, extra_config: str = "") -> Path:
 
 def config(ws: Path, env: Mapping[str, str]) -> Config:
     return load_config(ws / "newsletter.yaml", env={"NEWSLETTER_SECRET": SECRET, **env})
+
+
+def sg_env(server: SendGridServer) -> dict[str, str]:
+    return {"SENDGRID_API_KEY": server.api_key, "SENDGRID_API_HOST": server.url}
+
+
+def sg_send(
+    ws: Path,
+    server: SendGridServer,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    **options: Any,
+) -> Report:
+    """The workspace's sample issue to its list.csv through SendGrid (at `server`)."""
+    cfg = config(ws, sg_env(server))
+    chosen = SendOptions(provider="sendgrid", **options)
+    return send_issue(cfg, ws / SAMPLE, ws / "list.csv", chosen, sleep=sleep)
 
 
 def cli_send(issue: str, *args: str) -> tuple[int, str]:

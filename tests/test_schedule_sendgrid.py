@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,11 +16,10 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.delivery.schedule import cancel_scheduled
-from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.errors import ProviderError, SendRefused
 from newsletter.storage.ledger import Ledger
 from newsletter.web.archive import build_archive
-from tests.sending import ISSUE_ID, SECRET, config, readers, workspace
+from tests.sending import ISSUE_ID, SECRET, config, readers, sg_send, workspace
 from tests.servers.sendgrid import SendGridServer, drop_after_accept, slow, status
 from tests.workspace import MINIMAL_ISSUE, SAMPLE, write_issue
 
@@ -54,11 +52,6 @@ def send_at(at: datetime, *more: str) -> tuple[int, str]:
     """`send --at "YYYY-MM-DD HH:MM"` (read in timezone: Europe/Berlin) through SendGrid."""
     when = f"{at:%Y-%m-%d %H:%M}"
     return run("send", SAMPLE, "--to", "list.csv", "-p", "sendgrid", "--yes", "--at", when, *more)
-
-
-def delivered(server: SendGridServer) -> Counter[str]:
-    """Who gets mail: SendGrid discards the messages of a cancelled batch."""
-    return Counter(d.email for d in server.deliveries() if d.kind == "to")
 
 
 def ledger(ws: Path) -> Ledger:
@@ -104,7 +97,7 @@ def test_cancel_then_a_later_send_mails_exactly_the_cancelled_readers_once(
     assert f"(batch {batch}): 15 recipients marked not sent" in out
     assert sendgrid_server.scheduled_sends == {batch: "cancel"}
     first = {f"reader{i:05d}@example.com": 1 for i in range(5)}
-    assert delivered(sendgrid_server) == first  # SendGrid discards the cancelled batch
+    assert sendgrid_server.delivered_to() == first  # SendGrid discards the cancelled batch
     with ledger(ws) as led:
         assert led.counts(ISSUE_ID) == {"sent": 5, "failed": 15}
         failed = list(led.deliveries(ISSUE_ID, "failed"))
@@ -120,7 +113,7 @@ def test_cancel_then_a_later_send_mails_exactly_the_cancelled_readers_once(
     code, out = run("send", SAMPLE, "--to", "list.csv", "-p", "sendgrid", "--yes")
     assert code == 0, out
     assert "15 in" in out and "5 already sent" in out
-    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(20)}
+    assert sendgrid_server.delivered_to() == {f"reader{i:05d}@example.com": 1 for i in range(20)}
     assert "send_at" not in sendgrid_server.accepted[-1].body  # this one goes now
     with ledger(ws) as led:
         assert led.counts(ISSUE_ID) == {"sent": 20}
@@ -183,7 +176,7 @@ def test_a_batch_sendgrid_already_holds_as_cancelled_or_paused_is_cancelled_in_t
     assert code == 0, out
     assert "25 recipients marked not sent" in out
     assert sendgrid_server.scheduled_sends == {batch: "cancel"}
-    assert delivered(sendgrid_server) == {}
+    assert sendgrid_server.delivered_to() == {}
 
 
 def test_a_send_stopped_half_way_can_still_be_cancelled(
@@ -205,7 +198,7 @@ def test_a_send_stopped_half_way_can_still_be_cancelled(
     assert "10 recipients marked not sent" in out
     with ledger(ws) as led:
         assert led.counts(ISSUE_ID) == {"failed": 20}
-    assert delivered(sendgrid_server) == {}
+    assert sendgrid_server.delivered_to() == {}
 
 
 def test_a_batch_id_refused_for_now_or_unanswered_is_asked_for_again(
@@ -214,9 +207,7 @@ def test_a_batch_id_refused_for_now_or_unanswered_is_asked_for_again(
     """An unused batch id holds nothing: a 503 and a lost answer cost two more tries."""
     sendgrid_server.inject(status(503), drop_after_accept())
     at = later(hours=5)
-    options = SendOptions(provider="sendgrid", at=at, backoff=0.0, max_backoff=0.0)
-    env = {"SENDGRID_API_KEY": sendgrid_server.api_key, "SENDGRID_API_HOST": sendgrid_server.url}
-    report = send_issue(config(ws, env), ws / SAMPLE, ws / "list.csv", options)
+    report = sg_send(ws, sendgrid_server, at=at, backoff=0.0, max_backoff=0.0)
     assert report.sent == 25
     batches = {a.body["batch_id"] for a in sendgrid_server.accepted}
     assert len(batches) == 1 and set(sendgrid_server.scheduled_sends) >= batches
@@ -229,12 +220,10 @@ def test_a_batch_id_refused_every_time_stops_the_send_before_anything_goes(
     ws: Path, sendgrid_server: SendGridServer
 ) -> None:
     sendgrid_server.inject(*[status(503)] * 3)
-    options = SendOptions(
-        provider="sendgrid", at=later(hours=5), backoff=0.0, max_backoff=0.0, max_attempts=3
-    )
-    env = {"SENDGRID_API_KEY": sendgrid_server.api_key, "SENDGRID_API_HOST": sendgrid_server.url}
     with pytest.raises(ProviderError, match=r"no batch id for the scheduled send after 3 tries"):
-        send_issue(config(ws, env), ws / SAMPLE, ws / "list.csv", options)
+        sg_send(
+            ws, sendgrid_server, at=later(hours=5), backoff=0.0, max_backoff=0.0, max_attempts=3
+        )
     assert sendgrid_server.accepted == []
     with ledger(ws) as led:
         assert led.schedules(ISSUE_ID) == [] and led.counts(ISSUE_ID) == {}

@@ -8,21 +8,18 @@ the per-recipient messages SendGrid would send.
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.delivery.batches import Retries, retry_delay
-from newsletter.delivery.send import Report, SendOptions, send_issue
+from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.errors import SendStopped
 from newsletter.storage.ledger import Ledger
-from tests.sending import ISSUE_ID, SECRET, config, workspace
+from tests.sending import ISSUE_ID, SECRET, config, sg_env, sg_send, workspace
 from tests.servers.sendgrid import (
     SendGridServer,
     drop_after_accept,
@@ -36,27 +33,6 @@ from tests.workspace import SAMPLE
 FAST = {"backoff": 0.0, "max_backoff": 0.0}
 
 
-def sg_env(server: SendGridServer) -> dict[str, str]:
-    return {"SENDGRID_API_KEY": server.api_key, "SENDGRID_API_HOST": server.url}
-
-
-def sg_send(
-    ws: Path,
-    server: SendGridServer,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-    **options: Any,
-) -> Report:
-    """The workspace's sample issue to its list.csv through SendGrid (at `server`)."""
-    cfg = config(ws, sg_env(server))
-    chosen = SendOptions(provider="sendgrid", **options)
-    return send_issue(cfg, ws / SAMPLE, ws / "list.csv", chosen, sleep=sleep)
-
-
-def delivered(server: SendGridServer) -> Counter[str]:
-    return Counter(d.email for d in server.deliveries() if d.kind == "to")
-
-
 def test_batches_of_1000_each_recipient_once_personalised(
     tmp_path: Path, sendgrid_server: SendGridServer
 ) -> None:
@@ -65,7 +41,7 @@ def test_batches_of_1000_each_recipient_once_personalised(
     assert (report.sent, report.batches) == (2500, 3)
     sizes = [len(a.body["personalizations"]) for a in sendgrid_server.accepted]
     assert sorted(sizes) == [500, 1000, 1000]  # out at once, so in any order
-    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(2500)}
+    assert sendgrid_server.delivered_to() == {f"reader{i:05d}@example.com": 1 for i in range(2500)}
     body = sendgrid_server.accepted[0].body
     assert body["categories"] == ["weekly"]
     assert body["asm"] == {"group_id": 4242}
@@ -140,7 +116,7 @@ def test_rate_limits_and_server_errors_are_retried_honouring_retry_after(
     )
     assert report.sent == 30 and report.retries == 3
     assert sorted(waits) == [0.0, 0.0, 7.0]
-    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(30)}
+    assert sendgrid_server.delivered_to() == {f"reader{i:05d}@example.com": 1 for i in range(30)}
 
 
 @pytest.mark.parametrize(
@@ -182,7 +158,7 @@ def test_a_bad_request_stops_with_sendgrids_reason(
         assert ledger.counts(ISSUE_ID) == {"sent": 10, "failed": 10}
     rerun = sg_send(ws, sendgrid_server)
     assert (rerun.sent, rerun.already_sent) == (20, 10)
-    assert max(delivered(sendgrid_server).values()) == 1
+    assert max(sendgrid_server.delivered_to().values()) == 1
 
 
 def test_a_refusal_of_one_personalization_sets_its_recipient_aside(
@@ -196,7 +172,7 @@ def test_a_refusal_of_one_personalization_sets_its_recipient_aside(
     (ws / "list.csv").write_text(rows)
     report = sg_send(ws, sendgrid_server)
     assert (report.sent, report.rejected, report.failed) == (29, 1, 0)
-    assert "reader00013@example.com" not in delivered(sendgrid_server)
+    assert "reader00013@example.com" not in sendgrid_server.delivered_to()
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         (rejected,) = ledger.deliveries(ISSUE_ID, "rejected")
     assert rejected.email == "reader00013@example.com"
@@ -238,7 +214,7 @@ def test_no_debug_log_shows_the_key_or_addresses(
     log = caplog.text
     assert sendgrid_server.api_key not in log and SECRET not in log
     assert "@example.com" not in log
-    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(3)}
+    assert sendgrid_server.delivered_to() == {f"reader{i:05d}@example.com": 1 for i in range(3)}
 
 
 def test_lost_answers_are_unknown_and_resent_only_on_request(
@@ -248,12 +224,12 @@ def test_lost_answers_are_unknown_and_resent_only_on_request(
     sendgrid_server.inject(drop_after_accept())
     report = sg_send(ws, sendgrid_server)
     assert (report.sent, report.unknown) == (20, 10)
-    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(30)}
+    assert sendgrid_server.delivered_to() == {f"reader{i:05d}@example.com": 1 for i in range(30)}
     rerun = sg_send(ws, sendgrid_server)
     assert (rerun.sent, rerun.unknown_before, rerun.already_sent) == (0, 10, 20)
     retried = sg_send(ws, sendgrid_server, retry_unknown=True)
     assert retried.sent == 10
-    assert sorted(Counter(delivered(sendgrid_server).values()).items()) == [(1, 20), (2, 10)]
+    assert sorted(Counter(sendgrid_server.delivered_to().values()).items()) == [(1, 20), (2, 10)]
 
 
 def test_a_dropped_connection_is_unknown_even_if_nothing_arrived(
@@ -305,7 +281,7 @@ def test_several_requests_are_out_at_once(
     report = sg_send(ws, sendgrid_server)
     assert (report.sent, report.batches) == (60, 6)
     assert sendgrid_server.peak_concurrent_requests == peak
-    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(60)}
+    assert sendgrid_server.delivered_to() == {f"reader{i:05d}@example.com": 1 for i in range(60)}
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         ids = Counter(d.provider_id for d in ledger.deliveries(ISSUE_ID))
     assert set(ids) == {a.message_id for a in sendgrid_server.accepted}
@@ -328,10 +304,10 @@ def test_a_refusal_with_requests_out_settles_them_and_starts_no_more(
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         assert ledger.counts(ISSUE_ID) == {"sent": 10 * accepted, "failed": 10}
         sent = {d.email for d in ledger.deliveries(ISSUE_ID, "sent")}
-    assert sent == set(delivered(sendgrid_server))
+    assert sent == set(sendgrid_server.delivered_to())
     rerun = sg_send(ws, sendgrid_server)
     assert (rerun.sent, rerun.already_sent) == (100 - 10 * accepted, 10 * accepted)
-    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(100)}
+    assert sendgrid_server.delivered_to() == {f"reader{i:05d}@example.com": 1 for i in range(100)}
 
 
 def test_a_slow_server_is_waited_for(tmp_path: Path, sendgrid_server: SendGridServer) -> None:

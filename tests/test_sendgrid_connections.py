@@ -6,24 +6,16 @@ without saying so, as an API's keep-alive timeout does between two batches.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
-from newsletter.delivery.send import SendOptions, send_issue
 from newsletter.storage.ledger import Ledger
-from tests.sending import ISSUE_ID, config, workspace
+from tests.sending import ISSUE_ID, sg_send, workspace
 from tests.servers.sendgrid import SendGridServer, close_after_answer, drop_after_accept
-from tests.workspace import SAMPLE
 
 
 def send(ws: Path, server: SendGridServer, settings: str = "") -> tuple[int, int, int]:
-    cfg = config(ws, {"SENDGRID_API_KEY": server.api_key, "SENDGRID_API_HOST": server.url})
-    report = send_issue(cfg, ws / SAMPLE, ws / "list.csv", SendOptions(provider="sendgrid"))
+    report = sg_send(ws, server)
     return report.sent, report.unknown, report.batches
-
-
-def delivered(server: SendGridServer) -> Counter[str]:
-    return Counter(d.email for d in server.deliveries() if d.kind == "to")
 
 
 def test_requests_reuse_one_connection_per_request_in_flight(
@@ -35,7 +27,7 @@ def test_requests_reuse_one_connection_per_request_in_flight(
 
     assert sendgrid_server.requests == 12
     assert 1 <= sendgrid_server.connections_opened <= 2  # one per sending thread, kept open
-    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(12)}
+    assert sendgrid_server.delivered_to() == {f"reader{i:05d}@example.com": 1 for i in range(12)}
 
 
 def test_a_connection_the_server_closed_between_batches_is_replaced_not_left_unknown(
@@ -49,7 +41,7 @@ def test_a_connection_the_server_closed_between_batches_is_replaced_not_left_unk
 
     assert sendgrid_server.requests == 6  # nothing written twice
     assert sendgrid_server.connections_opened == 4  # the first, and one after each close
-    assert delivered(sendgrid_server) == {f"reader{i:05d}@example.com": 1 for i in range(6)}
+    assert sendgrid_server.delivered_to() == {f"reader{i:05d}@example.com": 1 for i in range(6)}
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         assert ledger.counts(ISSUE_ID) == {"sent": 6}
 
@@ -63,6 +55,6 @@ def test_an_answer_lost_on_a_kept_connection_is_unknown_and_never_written_again(
     assert send(ws, sendgrid_server) == (2, 1, 3)
 
     assert sendgrid_server.requests == 3
-    assert sum(delivered(sendgrid_server).values()) == 3  # the second was taken, unanswered
+    assert sum(sendgrid_server.delivered_to().values()) == 3  # the second was taken, unanswered
     with Ledger(ws / ".newsletter" / "ledger.sqlite") as ledger:
         assert ledger.counts(ISSUE_ID) == {"sent": 2, "unknown": 1}

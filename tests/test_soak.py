@@ -213,7 +213,7 @@ def test_sendgrid_soak_under_faults_and_kills(tmp_path: Path) -> None:
         server.random_faults(SEED, 0)
         before_final = Counter(ledger_state(ws).values())
         report = soak.final()
-        delivered = Counter(d.email for d in server.deliveries() if d.kind == "to")
+        delivered = server.delivered_to()
         requests = server.requests
     figures = check_nothing_lost_or_doubled(soak, delivered, before_final, report)
     show(

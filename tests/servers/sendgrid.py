@@ -672,6 +672,10 @@ class SendGridServer:
             for d in expand(accepted)
         ]
 
+    def delivered_to(self) -> collections.Counter[str]:
+        """Who gets mail: each `to` address of `deliveries()`, with how many messages."""
+        return collections.Counter(d.email for d in self.deliveries() if d.kind == "to")
+
     # called by the request handler threads
 
     def _next_fault(self) -> Fault | None:
